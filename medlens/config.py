@@ -30,7 +30,8 @@ UNKNOWN_KEY = "unknown key {key!r}; valid keys here: {valid}. Check the spelling
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN / inf are never meaningful settings (a NaN std would silently give NaN inputs)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class WindowConfig(_Section):
@@ -74,8 +75,15 @@ class PreprocessConfig(_Section):
     @field_validator("std")
     @classmethod
     def _positive_std(cls, v: list[float]) -> list[float]:
-        if any(s <= 0 for s in v):
+        if any(not s > 0 for s in v):
             raise ValueError(f"every std must be > 0, got {v}")
+        return v
+
+    @field_validator("size")
+    @classmethod
+    def _positive_size(cls, v: tuple[int, int] | None) -> tuple[int, int] | None:
+        if v is not None and any(s < 1 for s in v):
+            raise ValueError(f"both sizes (height, width) must be >= 1, got {list(v)}")
         return v
 
     @model_validator(mode="after")
@@ -114,7 +122,7 @@ class ModelConfig(_Section):
     kwargs: dict[str, Any] = {}
     head: HeadConfig
     device: str = "auto"
-    batch_size: int = Field(default=32, ge=1)
+    batch_size: int = Field(default=32, ge=1, strict=True)
     amp: bool = False
 
     @model_validator(mode="after")
@@ -129,7 +137,7 @@ class ModelConfig(_Section):
 class MedlensConfig(_Section):
     """A whole run: data, preprocessing, model, seed and output folder."""
 
-    seed: int = 0
+    seed: int = Field(default=0, strict=True)
     output_dir: Path = Path("medlens-out")
     data: DataConfig
     preprocess: PreprocessConfig = PreprocessConfig()
@@ -142,12 +150,16 @@ _PATH_FIELDS = {("data", "manifest"), ("data", "dicom_dir"), ("data", "root"), (
 def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     raw = dict(raw)
     if isinstance(raw.get("output_dir"), str):
-        raw["output_dir"] = str(base / raw["output_dir"])
+        raw["output_dir"] = str(base / Path(raw["output_dir"]).expanduser())
     for section, key in _PATH_FIELDS:
         sec = raw.get(section)
         if isinstance(sec, dict) and isinstance(sec.get(key), str):
             raw[section] = {**sec, key: str(base / Path(sec[key]).expanduser())}
     return raw
+
+
+# Values never echoed in error messages (they end up in logs).
+_SECRET_FIELDS = frozenset({"pseudonym_salt"})
 
 
 def _format_error(err: dict[str, Any], model: type[BaseModel]) -> str:
@@ -157,11 +169,23 @@ def _format_error(err: dict[str, Any], model: type[BaseModel]) -> str:
         for part in err["loc"][:-1]:
             field = parent.model_fields.get(str(part)) if isinstance(parent, type) else None
             parent = getattr(field, "annotation", None) if field else None
-            parent = next((a for a in getattr(parent, "__args__", (parent,)) if isinstance(a, type) and issubclass(a, BaseModel)), parent)
-        valid = sorted(parent.model_fields) if isinstance(parent, type) and issubclass(parent, BaseModel) else []
+            parent = next(
+                (
+                    a
+                    for a in getattr(parent, "__args__", (parent,))
+                    if isinstance(a, type) and issubclass(a, BaseModel)
+                ),
+                parent,
+            )
+        valid = (
+            sorted(parent.model_fields)
+            if isinstance(parent, type) and issubclass(parent, BaseModel)
+            else []
+        )
         return f"{loc}: " + UNKNOWN_KEY.format(key=str(err["loc"][-1]), valid=", ".join(valid))
     got = err.get("input")
-    got_txt = "" if isinstance(got, dict) else f" (got {got!r})"
+    secret = err["loc"] and err["loc"][-1] in _SECRET_FIELDS
+    got_txt = "" if isinstance(got, dict) or secret else f" (got {got!r})"
     return f"{loc or '(top level)'}: {err['msg']}{got_txt}"
 
 
@@ -174,14 +198,18 @@ def parse_config(raw: Any, *, source: str = "<config>", base: Path | None = None
         Naming ``source`` and every offending field.
     """
     if not isinstance(raw, dict):
-        raise ConfigError(f"expected a mapping at the top level, got {type(raw).__name__}", source=source)
+        raise ConfigError(
+            f"expected a mapping at the top level, got {type(raw).__name__}", source=source
+        )
     if base is not None:
         raw = _resolve_paths(raw, base)
     try:
         return MedlensConfig.model_validate(raw)
     except ValidationError as exc:
         lines = [_format_error(e, MedlensConfig) for e in exc.errors()]
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines), source=source) from None
+        raise ConfigError(
+            "invalid configuration:\n  " + "\n  ".join(lines), source=source
+        ) from None
 
 
 def load_config(path: str | Path) -> MedlensConfig:
@@ -190,7 +218,14 @@ def load_config(path: str | Path) -> MedlensConfig:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"cannot read the config file ({exc.strerror})", source=str(path)) from None
+        raise ConfigError(
+            f"cannot read the config file ({exc.strerror})", source=str(path)
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"not a text file (byte {exc.start} is not UTF-8); expected a YAML config",
+            source=str(path),
+        ) from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -1,0 +1,168 @@
+"""Clinician case report: one page per case, marks untrusted maps, deterministic bytes."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+
+import numpy as np
+import pytest
+from matplotlib import colormaps
+from medlens.reports import (
+    CASE_CAVEATS,
+    CaseInput,
+    CaseMap,
+    render_case_reports,
+    render_heatmap_overlay,
+    scan_for_identifiers,
+    write_case_reports,
+)
+from medlens.reports._case_report import TRUSTED_LABEL, UNCHECKED_LABEL, UNTRUSTED_LABEL
+from PIL import Image
+from pypdf import PdfReader
+
+from medlens import InputDataError, MedlensError
+
+
+def _scan(seed=0, size=32):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size]
+    return np.exp(
+        -((yy - size / 2) ** 2 + (xx - size / 2) ** 2) / (size * 4)
+    ) + 0.05 * rng.standard_normal((size, size))
+
+
+def _case(i, *, n_maps=3, agreement=0.8):
+    rng = np.random.default_rng(100 + i)
+    kinds = [True, False, None]
+    maps = [
+        CaseMap(
+            f"Method {k}",
+            rng.random((8, 8)),
+            kinds[k % 3],
+            "randomisation check failed" if kinds[k % 3] is False else "",
+        )
+        for k in range(n_maps)
+    ]
+    return CaseInput(
+        case_id=f"case-{i:04d}",
+        scan=_scan(i),
+        score=0.2 + 0.3 * i,
+        threshold=0.5,
+        predicted_class="positive" if 0.2 + 0.3 * i >= 0.5 else "negative",
+        maps=maps,
+        agreement=agreement,
+        threshold_source="locked on tuning split (Youden)",
+        model_name="tiny-cnn",
+    )
+
+
+def _pages(data):
+    return [" ".join(p.extract_text().split()) for p in PdfReader(io.BytesIO(data)).pages]
+
+
+def test_one_page_per_case_with_its_own_content(tmp_path):
+    cases = [_case(0), _case(1, agreement=0.3), _case(2, n_maps=7)]
+    path = write_case_reports(tmp_path / "cases.pdf", cases, report_id="MLR-CASES")
+    data = path.read_bytes()
+    pages = _pages(data)
+    assert len(pages) == 3
+    for i, text in enumerate(pages):
+        assert f"case-{i:04d}" in text
+        assert all(f"case-{j:04d}" not in text for j in range(3) if j != i)
+        assert f"page {i + 1} of 3" in text and "Report MLR-CASES" in text
+        assert "not where disease is" in text
+        assert UNTRUSTED_LABEL in text and TRUSTED_LABEL in text and UNCHECKED_LABEL in text
+        assert "Not evidence:" in text
+    assert "0.200 (below the threshold 0.500)" in pages[0]
+    assert "0.500 (at or above the threshold 0.500)" in pages[1]
+    assert "The methods disagree" in pages[1] and "The methods disagree" not in pages[0]
+    assert "Method 6" in pages[2], "seven maps still fit on the single page"
+    for caveat in CASE_CAVEATS:
+        assert caveat.split()[1] in " ".join(pages)
+    reader = PdfReader(io.BytesIO(data))
+    assert [o.title for o in reader.outline] == ["case-0000", "case-0001", "case-0002"]
+    assert [reader.get_destination_page_number(o) for o in reader.outline] == [0, 1, 2]
+
+
+def test_deterministic_bytes_and_qpdf(tmp_path, require_tool):
+    cases = [_case(0), _case(1)]
+    a = render_case_reports(cases, report_id="MLR-CASES")
+    b = render_case_reports([_case(0), _case(1)], report_id="MLR-CASES")
+    assert a == b
+    (tmp_path / "c.pdf").write_bytes(a)
+    qpdf = require_tool("qpdf")
+    res = subprocess.run([qpdf, "--check", str(tmp_path / "c.pdf")], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout
+
+
+def test_png_overlay_input_and_no_identifiers(tmp_path):
+    png = render_heatmap_overlay(_scan(), np.ones((4, 4)))
+    case = CaseInput(
+        case_id="7",
+        scan=_scan()[None],
+        score=3.2,
+        threshold=1.0,
+        predicted_class="positive",
+        maps=[CaseMap("Grad-CAM", png, True)],
+    )
+    out = write_case_reports(tmp_path / "c.pdf", [case], report_id="MLR-X")
+    text = _pages(out.read_bytes())[0]
+    assert "Case 7" in text and "Method agreement" not in text
+    assert scan_for_identifiers(tmp_path, ["ZQXMARKER^HELGA", "MRN-ZQX-778899"]) == []
+
+
+def test_render_heatmap_overlay_matches_hand_blend():
+    scan = np.linspace(0, 1, 16).reshape(4, 4)
+    heat = np.zeros((4, 4))
+    heat[1, 2] = -2.0  # absolute value is shown
+    heat[3, 3] = 1.0
+    png = render_heatmap_overlay(scan, heat, alpha=0.5, cmap="viridis")
+    assert png == render_heatmap_overlay(scan, heat, alpha=0.5, cmap="viridis")
+    out = np.asarray(Image.open(io.BytesIO(png)))
+    assert out.shape == (4, 4, 3) and out.dtype == np.uint8
+    grey = np.round(scan * 255)
+    lut = np.asarray(colormaps["viridis"](np.linspace(0, 1, 256)))[:, :3] * 255
+    expected_peak = np.round(grey[1, 2] * 0.5 + lut[255] * 0.5)
+    np.testing.assert_array_equal(out[1, 2], expected_peak)
+    expected_half = np.round(grey[3, 3] * 0.75 + lut[128] * 0.25)
+    np.testing.assert_array_equal(out[3, 3], expected_half)
+    np.testing.assert_array_equal(out[0, 0], [0, 0, 0])
+    assert (out[0, 1] == grey[0, 1]).all()  # zero attribution leaves the scan untouched
+    small = render_heatmap_overlay(np.zeros((16, 16)), np.ones((4, 4)))
+    assert np.asarray(Image.open(io.BytesIO(small))).shape == (16, 16, 3)
+
+
+def test_bad_input(tmp_path):
+    good = _case(0)
+    with pytest.raises(InputDataError, match="score must be a finite number"):
+        render_case_reports([CaseInput(**{**good.__dict__, "score": float("nan")})], report_id="R")
+    with pytest.raises(InputDataError, match="threshold must be a finite number"):
+        render_case_reports([CaseInput(**{**good.__dict__, "threshold": "high"})], report_id="R")
+    with pytest.raises(
+        InputDataError, match=r"scan must be a finite 2D array \(H, W\); got shape \(2, 4, 4\)"
+    ):
+        render_case_reports(
+            [CaseInput(**{**good.__dict__, "scan": np.zeros((2, 4, 4))})], report_id="R"
+        )
+    with pytest.raises(InputDataError, match=r"duplicate case ids \['case-0000'\]"):
+        render_case_reports([good, good], report_id="R")
+    with pytest.raises(MedlensError, match="at least one CaseInput"):
+        render_case_reports([], report_id="R")
+    with pytest.raises(MedlensError, match="CaseInput objects; item 0"):
+        render_case_reports([{"case_id": "x"}], report_id="R")
+    with pytest.raises(InputDataError, match="case_id must be a non-empty pseudonymous key"):
+        render_case_reports([CaseInput(**{**good.__dict__, "case_id": ""})], report_id="R")
+    with pytest.raises(InputDataError, match="predicted_class must be a non-empty str"):
+        render_case_reports([CaseInput(**{**good.__dict__, "predicted_class": ""})], report_id="R")
+    with pytest.raises(MedlensError, match="'maps' parameter"):
+        render_case_reports([CaseInput(**{**good.__dict__, "maps": ["x"]})], report_id="R")
+    with pytest.raises(InputDataError, match="heatmap for 'IG' must be a finite 2D array"):
+        render_heatmap_overlay(np.zeros((4, 4)), np.full((4, 4), np.nan), method="IG")
+    with pytest.raises(MedlensError, match="'alpha' parameter"):
+        render_heatmap_overlay(np.zeros((4, 4)), np.ones((4, 4)), alpha=0)
+    with pytest.raises(MedlensError, match="'cmap' parameter"):
+        render_heatmap_overlay(np.zeros((4, 4)), np.ones((4, 4)), cmap="rainbowz")
+    with pytest.raises(MedlensError, match="'report_id' parameter"):
+        write_case_reports(tmp_path / "x.pdf", [good], report_id="")
+    assert not (tmp_path / "x.pdf").exists()
