@@ -42,11 +42,21 @@ class WindowConfig(_Section):
 
 
 class DataConfig(_Section):
-    """Where the images are and how cases, patients and cohorts are found."""
+    """Where the images are and how cases, patients and cohorts are found.
+
+    Give either ``manifest`` (a CSV: path, label, patient_id, study_id, cohort columns)
+    or ``dicom_dir`` (a folder whose headers build the manifest). ``labels`` is a CSV
+    joined onto a folder scan by ``path`` (paths relative to the CSV's folder); its
+    other columns (split, masks, extra cohort columns) are carried over, and columns
+    whose name ends in ``_mask`` are paths resolved the same way. ``site_names`` maps
+    InstitutionName to a readable site label (otherwise the site is a salted key).
+    """
 
     manifest: Path | None = None
     dicom_dir: Path | None = None
+    labels: Path | None = None
     root: Path | None = None
+    site_names: dict[str, str] = {}
     pseudonym_salt: str = Field(min_length=8)
     label_column: str = "label"
     split_column: str | None = "split"
@@ -58,6 +68,8 @@ class DataConfig(_Section):
     def _one_source(self) -> DataConfig:
         if (self.manifest is None) == (self.dicom_dir is None):
             raise ValueError("give exactly one of 'manifest' (a CSV) or 'dicom_dir' (a folder)")
+        if self.labels is not None and self.dicom_dir is None:
+            raise ValueError("'labels' is joined onto a 'dicom_dir' scan; a manifest has its own labels")
         return self
 
 
@@ -144,7 +156,13 @@ class MedlensConfig(_Section):
     model: ModelConfig
 
 
-_PATH_FIELDS = {("data", "manifest"), ("data", "dicom_dir"), ("data", "root"), ("model", "path")}
+_PATH_FIELDS = {
+    ("data", "manifest"),
+    ("data", "dicom_dir"),
+    ("data", "labels"),
+    ("data", "root"),
+    ("model", "path"),
+}
 
 
 def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:

@@ -1,0 +1,141 @@
+"""Cases from a config (folder + labels, or manifest) and `medlens predict`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from medlens import InputDataError
+from medlens._demo import demo_config
+from medlens._pipeline import load_cases, predict_cases, select_split
+from medlens.cli import main
+from medlens.model import load_model
+from medlens.testing import make_synthetic_cohort
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    return make_synthetic_cohort(
+        tmp_path_factory.mktemp("c") / "cohort", n_patients=20, image_size=64
+    )
+
+
+def _write_config(tmp_path: Path, cohort, **data) -> Path:
+    cfg = demo_config(cohort=cohort).model_dump(mode="json")
+    cfg["data"].update({k: str(v) if isinstance(v, Path) else v for k, v in data.items()})
+    cfg["output_dir"] = str(tmp_path / "out")
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_labels_are_joined_by_path_with_masks_resolved(cohort):
+    cases = load_cases(demo_config(cohort=cohort))
+    gt = pd.read_csv(cohort.ground_truth)
+    assert len(cases.table) == len(gt)
+    assert (cases.table["status"] == "ok").all()
+    assert cases.table["failure_reason"].isna().all()
+    row = cases.table.iloc[0]
+    assert Path(row["lesion_mask"]).is_absolute() and Path(row["lesion_mask"]).is_file()
+    by_path = gt.assign(path=[str((cohort.root / p).resolve()) for p in gt["path"]]).set_index(
+        "path"
+    )
+    assert (cases.table.set_index("path")["label"] == by_path["label"]).all()
+    assert set(cases.table["site"]) == {s.code for s in cohort.sites}
+
+
+def test_a_labelled_file_that_is_missing_becomes_a_failed_case(cohort, tmp_path):
+    gt = pd.read_csv(cohort.ground_truth)
+    extra = pd.DataFrame([{**gt.iloc[0].to_dict(), "path": "dicom/not_there.dcm"}])
+    labels = cohort.root / "labels_extra.csv"
+    pd.concat([gt, extra]).to_csv(labels, index=False)
+    cfg = demo_config(cohort=cohort)
+    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"labels": labels})})
+    table = load_cases(cfg).table
+    failed = table[table["status"] == "failed"]
+    assert len(failed) == 1 and failed["path"].iloc[0].endswith("not_there.dcm")
+    assert "labels file" in failed["failure_reason"].iloc[0]
+    labels.unlink()
+
+
+def test_labels_errors_name_the_file_and_columns(cohort, tmp_path):
+    bad = tmp_path / "labels.csv"
+    pd.DataFrame({"file": ["a"], "label": [1]}).to_csv(bad, index=False)
+    cfg = demo_config(cohort=cohort)
+    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"labels": bad})})
+    with pytest.raises(
+        InputDataError,
+        match=r"labels.csv: missing column\(s\) \['path'\]; the file has: \['file', 'label'\]",
+    ):
+        load_cases(cfg)
+
+
+def test_select_split_errors(cohort):
+    cfg = demo_config(cohort=cohort)
+    table = load_cases(cfg).table
+    with pytest.raises(
+        InputDataError,
+        match=r"no case in split 'validation'; the splits present are: \['test', 'train', 'tune'\]",
+    ):
+        select_split(table, cfg, "validation")
+    assert len(select_split(table, cfg, None)) == len(table)
+
+
+def test_predict_cases_keeps_unreadable_rows(cohort, tmp_path):
+    cfg = demo_config(cohort=cohort)
+    table = select_split(load_cases(cfg).table, cfg, "test")
+    broken = tmp_path / "broken.dcm"
+    broken.write_bytes(Path(table["path"].iloc[0]).read_bytes()[:-300])
+    table.loc[0, "path"] = str(broken)
+    model = load_model(cfg.model, preprocess=cfg.preprocess)
+    scored, images = predict_cases(table, cfg, model)
+    assert scored.loc[0, "status"] == "failed" and np.isnan(scored.loc[0, "score"])
+    assert images[0] is None and all(im is not None for im in images[1:])
+    direct = model.predict(images[1:]).positive_score
+    np.testing.assert_array_equal(scored["score"].to_numpy()[1:], direct)
+
+
+def test_predict_command_writes_a_table_without_paths(cohort, tmp_path, capsys):
+    cfg = _write_config(tmp_path, cohort)
+    assert main(["predict", "--config", str(cfg), "--split", "test", "--no-progress"]) == 0
+    pred = pd.read_csv(tmp_path / "out" / "predictions.csv")
+    assert list(pred.columns[:6]) == [
+        "case_id",
+        "patient_key",
+        "study_key",
+        "split",
+        "label",
+        "score",
+    ]
+    assert list(pred.columns[-2:]) == ["status", "failure_reason"]
+    assert not any(c == "path" or c.endswith("_mask") for c in pred.columns)
+    assert (pred["split"] == "test").all() and pred["score"].between(0, 1).all()
+    printed = capsys.readouterr().out
+    assert "0 failed to read" in printed
+    assert (
+        main(
+            [
+                "predict",
+                "--config",
+                str(cfg),
+                "--include-paths",
+                "--out",
+                str(tmp_path / "p.csv"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert "path" in pd.read_csv(tmp_path / "p.csv").columns
+
+
+def test_predict_command_bad_config_is_one_line(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("seed: 0\nmodel: {format: onnx}\n")
+    assert main(["predict", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("medlens predict: error: ") and "Traceback" not in err
