@@ -1,5 +1,125 @@
-"""medlens.validation: clinical performance with confidence intervals, calibration, cohorts."""
+"""medlens.validation: clinical performance with confidence intervals, calibration,
+cohorts and an analysis plan judged on confidence bounds."""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from ._bootstrap import BootstrapReplicates, Partition, cluster_bootstrap, replicate_weights
+from ._calibration import (
+    BrierDecomposition,
+    CalibrationResult,
+    EceResult,
+    IsotonicCalibration,
+    PlattScaling,
+    ReliabilityCurve,
+    TemperatureScaling,
+    brier_decomposition,
+    brier_score,
+    calibration,
+    calibration_slope_intercept,
+    expected_calibration_error,
+    hosmer_lemeshow,
+    reliability_curve,
+    spiegelhalter_z,
+)
+from ._cohorts import MISSING, CohortTable, adjust_pvalues, cohort_table_columns
+from ._common import UndefinedMetricWarning
+from ._counts import (
+    ConfusionCounts,
+    accuracy,
+    balanced_accuracy,
+    confusion_counts,
+    f1_score,
+    likelihood_ratio_negative,
+    likelihood_ratio_positive,
+    npv,
+    ppv,
+    predict_at_threshold,
+    sensitivity,
+    specificity,
+    youden_j,
+)
+from ._data import PredictionTable, load_predictions
+from ._engine import CriterionResult, GroupResult, ValidationReport, evaluate
+from ._evidence import EVIDENCE_KEYS, to_evidence, write_evidence
+from ._multiclass import OneVsRestResult, one_vs_rest
+from ._plan import EVIDENCE_METRICS, AnalysisPlan, Endpoint, load_plan, parse_plan
+from ._proportions import MetricEstimate, ProportionEstimate, proportion_ci
+from ._roc import (
+    DelongTestResult,
+    RocResult,
+    average_precision,
+    choose_threshold,
+    delong_test,
+    roc_auc,
+    roc_curve,
+    sensitivity_at_specificity,
+    specificity_at_sensitivity,
+)
+
+__all__ = [
+    "AnalysisPlan",
+    "BootstrapReplicates",
+    "BrierDecomposition",
+    "CalibrationResult",
+    "CohortTable",
+    "ConfusionCounts",
+    "CriterionResult",
+    "DelongTestResult",
+    "EVIDENCE_KEYS",
+    "EVIDENCE_METRICS",
+    "EceResult",
+    "Endpoint",
+    "GroupResult",
+    "IsotonicCalibration",
+    "MISSING",
+    "MetricEstimate",
+    "OneVsRestResult",
+    "Partition",
+    "PlattScaling",
+    "PredictionTable",
+    "ProportionEstimate",
+    "ReliabilityCurve",
+    "RocResult",
+    "TemperatureScaling",
+    "UndefinedMetricWarning",
+    "ValidationReport",
+    "accuracy",
+    "adjust_pvalues",
+    "average_precision",
+    "balanced_accuracy",
+    "brier_decomposition",
+    "brier_score",
+    "calibration",
+    "calibration_slope_intercept",
+    "choose_threshold",
+    "cluster_bootstrap",
+    "cohort_table_columns",
+    "confusion_counts",
+    "delong_test",
+    "evaluate",
+    "expected_calibration_error",
+    "f1_score",
+    "hosmer_lemeshow",
+    "likelihood_ratio_negative",
+    "likelihood_ratio_positive",
+    "load_plan",
+    "load_predictions",
+    "npv",
+    "one_vs_rest",
+    "parse_plan",
+    "ppv",
+    "predict_at_threshold",
+    "proportion_ci",
+    "reliability_curve",
+    "replicate_weights",
+    "roc_auc",
+    "roc_curve",
+    "sensitivity",
+    "sensitivity_at_specificity",
+    "specificity",
+    "specificity_at_sensitivity",
+    "spiegelhalter_z",
+    "to_evidence",
+    "write_evidence",
+    "youden_j",
+]

@@ -1,0 +1,228 @@
+"""Benchmark of medlens.validation against a naive scikit-learn bootstrap loop.
+
+Workload (issue 4): 1,000,000 predictions from 300,000 patients, 20 cohorts (site 5,
+manufacturer 5, sex 2, age band 8), 2000 patient-cluster bootstrap replicates stratified
+by site, plus DeLong/Obuchowski AUC intervals for the overall population and every cohort.
+
+What is timed (each in a fresh subprocess so that peak RSS belongs to that step):
+
+* ``engine``: ``medlens.validation.evaluate`` end to end (checks, 21 groups, bootstrap of
+  every threshold metric, Brier and ECE, clustered AUC variances, calibration, cohort
+  differences with Holm/BH, evidence dict) with ``rank_metrics: false``.
+* ``rank``: the AUC/AP bootstrap kernel (``rank_metrics: true``) on a subsample of
+  replicates, scaled to 2000 (it is O(replicates x rows x partitions)).
+* ``naive``: a loop that, per replicate, resamples patients within sites and calls
+  scikit-learn (confusion_matrix, brier_score_loss, roc_auc_score,
+  average_precision_score with sample weights) for the 21 groups; timed on a few
+  replicates and scaled to 2000.
+
+Prints wall and CPU seconds, peak RSS and the ratios. Run:
+``python benchmarks/bench_validation.py [--rows N --patients P --replicates B]``.
+Pin to two cores with ``taskset -c 0,1`` to reproduce the 2-core target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+
+
+def make_table(rows: int, patients: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    pat = rng.integers(0, patients, rows)
+    site = rng.integers(0, 5, patients)[pat]
+    sex = rng.integers(0, 2, patients)[pat]
+    age = rng.integers(0, 8, patients)[pat]
+    manu = rng.integers(0, 5, rows)  # scanner can differ between a patient's images
+    y = (rng.random(rows) < 0.2 + 0.03 * site).astype(np.int8)
+    logit = -1.5 + 2.2 * y + 0.25 * rng.standard_normal(patients)[pat] + rng.standard_normal(rows)
+    score = (1 / (1 + np.exp(-logit))).astype(np.float32).astype(np.float64)  # float32 model output
+    return pd.DataFrame(
+        {
+            "case_id": np.arange(rows),
+            "patient_key": pat,
+            "label": y,
+            "score": score,
+            "site": np.array([f"S{i}" for i in range(5)])[site],
+            "manufacturer": np.array(["GE", "Siemens", "Philips", "Canon", "Fuji"])[manu],
+            "sex": np.array(["F", "M"])[sex],
+            "age_band": np.array([f"A{i}" for i in range(8)])[age],
+        }
+    )
+
+
+COHORTS = ["site", "manufacturer", "sex", "age_band"]
+
+
+def worker_engine(args: argparse.Namespace) -> dict:
+    from medlens.validation import evaluate, parse_plan, to_evidence
+
+    df = make_table(args.rows, args.patients)
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    plan = parse_plan(
+        {
+            "columns": {"cohorts": COHORTS},
+            "analysis": {"bootstrap": {"replicates": args.replicates, "rank_metrics": False}},
+        }
+    )
+    w0, c0 = time.perf_counter(), time.process_time()
+    ev = to_evidence(evaluate(df, plan))
+    wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+    n_groups = 1 + sum(len(v) for v in ev["cohorts"].values())
+    return {
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "rss_after_data_gb": rss0 / 1e6,
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
+        "groups": n_groups,
+        "auc_method": ev["overall"]["metrics"]["auc"]["method"],
+        "n_patients": ev["overall"]["n_patients"],
+    }
+
+
+def _arrays(df: pd.DataFrame):
+    _, cl = np.unique(df.patient_key.to_numpy(), return_inverse=True)
+    y = df.label.to_numpy()
+    s = df.score.to_numpy()
+    p = (s >= 0.5).astype(np.int8)
+    parts = []
+    from medlens.validation import Partition
+    from medlens.validation._cohorts import cohort_codes
+
+    parts.append(Partition("overall", np.zeros(len(df), np.int64), ("all",)))
+    for c in COHORTS:
+        codes, values = cohort_codes(df[c])
+        parts.append(Partition(c, codes, values))
+    site_codes, _ = cohort_codes(df.site)
+    return y, s, p, cl, site_codes, parts
+
+
+def worker_rank(args: argparse.Namespace) -> dict:
+    from medlens.validation import cluster_bootstrap
+
+    y, s, p, cl, site, parts = _arrays(make_table(args.rows, args.patients))
+    b = args.rank_replicates
+    w0, c0 = time.perf_counter(), time.process_time()
+    cluster_bootstrap(
+        y, s, p, parts, clusters=cl, strata=site, n_replicates=b, seed=0, rank_metrics=False
+    )
+    base_w, base_c = time.perf_counter() - w0, time.process_time() - c0
+    w0, c0 = time.perf_counter(), time.process_time()
+    cluster_bootstrap(
+        y, s, p, parts, clusters=cl, strata=site, n_replicates=b, seed=0, rank_metrics=True
+    )
+    full_w, full_c = time.perf_counter() - w0, time.process_time() - c0
+    scale = args.replicates / b
+    return {
+        "replicates_timed": b,
+        "rank_extra_wall_s_scaled": (full_w - base_w) * scale,
+        "rank_extra_cpu_s_scaled": (full_c - base_c) * scale,
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
+    }
+
+
+def worker_naive(args: argparse.Namespace) -> dict:
+    from sklearn.metrics import (
+        average_precision_score,
+        brier_score_loss,
+        confusion_matrix,
+        roc_auc_score,
+    )
+
+    y, s, p, cl, site, parts = _arrays(make_table(args.rows, args.patients))
+    n_cl = cl.max() + 1
+    site_of = np.zeros(n_cl, np.int64)
+    site_of[cl] = site
+    members = [np.flatnonzero(site_of == k) for k in np.unique(site_of)]
+    rng = np.random.default_rng(0)
+    w0, c0 = time.perf_counter(), time.process_time()
+    for _ in range(args.naive_replicates):
+        draw = np.concatenate([rng.choice(m, m.size, replace=True) for m in members])
+        w = np.bincount(draw, minlength=n_cl)[cl].astype(np.float64)
+        for part in parts:
+            for v in range(len(part.values)):
+                m = part.codes == v
+                ww, yy, ss, pp = w[m], y[m], s[m], p[m]
+                confusion_matrix(yy, pp, labels=[0, 1], sample_weight=ww)
+                brier_score_loss(yy, ss, sample_weight=ww)
+                roc_auc_score(yy, ss, sample_weight=ww)
+                average_precision_score(yy, ss, sample_weight=ww)
+    scale = args.replicates / args.naive_replicates
+    return {
+        "replicates_timed": args.naive_replicates,
+        "wall_s_scaled": (time.perf_counter() - w0) * scale,
+        "cpu_s_scaled": (time.process_time() - c0) * scale,
+    }
+
+
+def run_worker(kind: str, args: argparse.Namespace) -> dict:
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        kind,
+        "--rows",
+        str(args.rows),
+        "--patients",
+        str(args.patients),
+        "--replicates",
+        str(args.replicates),
+        "--naive-replicates",
+        str(args.naive_replicates),
+        "--rank-replicates",
+        str(args.rank_replicates),
+    ]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--patients", type=int, default=300_000)
+    ap.add_argument("--replicates", type=int, default=2000)
+    ap.add_argument("--naive-replicates", type=int, default=2)
+    ap.add_argument("--rank-replicates", type=int, default=64)
+    ap.add_argument("--worker", choices=["engine", "rank", "naive"])
+    args = ap.parse_args()
+    if args.worker:
+        fn = {"engine": worker_engine, "rank": worker_rank, "naive": worker_naive}[args.worker]
+        print(json.dumps(fn(args)))
+        return
+    print(
+        f"workload: {args.rows:,} rows, {args.patients:,} patients, 20 cohorts, {args.replicates} replicates; cpus available: {len(os.sched_getaffinity(0))}; load avg {os.getloadavg()[0]:.2f}"
+    )
+    eng = run_worker("engine", args)
+    print(
+        f"engine   evaluate(): wall {eng['wall_s']:.1f} s, cpu {eng['cpu_s']:.1f} s, peak RSS {eng['peak_rss_gb']:.2f} GB (data alone {eng['rss_after_data_gb']:.2f} GB); {eng['groups']} groups, AUC by {eng['auc_method']}"
+    )
+    rank = run_worker("rank", args)
+    print(
+        f"rank     AUC/AP bootstrap on top (timed on {rank['replicates_timed']} replicates, scaled): wall +{rank['rank_extra_wall_s_scaled']:.1f} s, cpu +{rank['rank_extra_cpu_s_scaled']:.1f} s"
+    )
+    naive = run_worker("naive", args)
+    print(
+        f"naive    sklearn loop (timed on {naive['replicates_timed']} replicates, scaled): wall {naive['wall_s_scaled']:.0f} s, cpu {naive['cpu_s_scaled']:.0f} s"
+    )
+    print(
+        f"ratio    naive / engine (wall): {naive['wall_s_scaled'] / eng['wall_s']:.1f}x; (cpu): {naive['cpu_s_scaled'] / eng['cpu_s']:.1f}x"
+    )
+    full = eng["wall_s"] + rank["rank_extra_wall_s_scaled"]
+    print(
+        f"ratio    naive / (engine + rank bootstrap) (wall): {naive['wall_s_scaled'] / full:.1f}x"
+    )
+    print(
+        f"targets  engine wall <= 30 s: {'met' if eng['wall_s'] <= 30 else 'NOT met'}; peak RSS <= 4 GB: {'met' if eng['peak_rss_gb'] <= 4 else 'NOT met'}; >= 20x: {'met' if naive['wall_s_scaled'] / eng['wall_s'] >= 20 else 'NOT met'}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from medlens.cli import main
+
+from .conftest import predictions_frame
+
+pytestmark = pytest.mark.filterwarnings("ignore::medlens.validation._common.UndefinedMetricWarning")
+
+
+@pytest.fixture
+def pred_csv(tmp_path):
+    p = tmp_path / "pred.csv"
+    predictions_frame().to_csv(p, index=False)
+    return p
+
+
+def test_validate_with_plan_is_byte_identical(tmp_path, pred_csv):
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(
+        "version: 1\nanalysis:\n  bootstrap: {replicates: 100}\n  calibration: {null_simulations: 50}\n"
+        "primary_endpoints:\n  - {metric: specificity, goal: 0.5}\n"
+    )
+    for out in ("a", "b"):
+        assert (
+            main(["validate", str(pred_csv), "--plan", str(plan), "--out", str(tmp_path / out)])
+            == 0
+        )
+    a = (tmp_path / "a" / "evidence.json").read_bytes()
+    assert a == (tmp_path / "b" / "evidence.json").read_bytes()
+    ev = json.loads(a)
+    assert sorted(ev) == [
+        "acceptance",
+        "calibration",
+        "cohorts",
+        "failed_cases",
+        "overall",
+        "plan",
+        "provenance",
+    ]
+    assert ev["acceptance"]["criteria"][0]["metric"] == "specificity"
+    for name in (
+        "overall.csv",
+        "cohorts_site.csv",
+        "cohorts_sex.csv",
+        "acceptance.csv",
+        "calibration_reliability.csv",
+    ):
+        assert (tmp_path / "a" / name).is_file()
+
+
+def test_quick_mode(tmp_path, pred_csv):
+    out = tmp_path / "q"
+    rc = main(
+        [
+            "validate",
+            str(pred_csv),
+            "--out",
+            str(out),
+            "--label-col",
+            "label",
+            "--score-col",
+            "score",
+            "--patient-col",
+            "patient_key",
+            "--cohort-col",
+            "site",
+            "--cohort-col",
+            "sex",
+            "--threshold",
+            "0.4",
+            "--replicates",
+            "50",
+            "--timestamp",
+        ]
+    )
+    assert rc == 0
+    ev = json.loads((out / "evidence.json").read_text())
+    assert set(ev["cohorts"]) == {"site", "sex"}
+    assert ev["overall"]["threshold"] == 0.4
+    assert ev["plan"]["bootstrap"]["replicates"] == 50
+    assert "generated_at" in ev["provenance"]
+    assert ev["acceptance"]["verdict"] == "no_primary_endpoints"
+
+
+def test_bad_input_is_one_line_error(tmp_path, pred_csv, capsys):
+    rc = main(["validate", str(pred_csv), "--out", str(tmp_path / "x"), "--score-col", "prob"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "no column 'prob'" in err and "'case_id'" in err and len(err.strip().splitlines()) == 1

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from medlens._errors import ConfigError
+from medlens.validation import AnalysisPlan, load_plan, parse_plan
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_shipped_plan_is_valid():
+    path = REPO / "configs" / "plan.yaml"
+    plan, digest = load_plan(path)
+    assert digest == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert plan.primary_endpoints and plan.analysis.bootstrap.replicates == 2000
+    assert plan.threshold.rule == "fixed"
+
+
+def test_canonical_hash_ignores_layout():
+    a = parse_plan({"analysis": {"alpha": 0.05}})
+    b = parse_plan({})
+    assert a.sha256() == b.sha256() == AnalysisPlan().sha256()
+    assert parse_plan({"analysis": {"alpha": 0.1}}).sha256() != a.sha256()
+
+
+@pytest.mark.parametrize(
+    "raw,match",
+    [
+        ({"primary_endpoint": []}, "primary_endpoint: unknown key"),
+        (
+            {"primary_endpoints": [{"metric": "sensitivty", "goal": 0.8}]},
+            "unknown metric 'sensitivty'",
+        ),
+        ({"primary_endpoints": [{"metric": "auc", "goal": 0.8, "operator": ">"}]}, "operator"),
+        ({"threshold": {"rule": "target_sensitivity"}}, "needs 'target'"),
+        ({"threshold": {"rule": "youden", "value": 0.3}}, "only used with rule 'fixed'"),
+        ({"analysis": {"alpha": 1.2}}, "analysis.alpha"),
+        ({"subgroups": {"multiplicity": "bonferroni"}}, "subgroups.multiplicity"),
+        ([1, 2], "expected a mapping"),
+    ],
+)
+def test_bad_plans(raw, match):
+    with pytest.raises(ConfigError, match=match):
+        parse_plan(raw)
+
+
+def test_unreadable_plan(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read the plan"):
+        load_plan(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_plan(bad)

@@ -1,0 +1,218 @@
+"""The analysis plan: a prespecified, hashed YAML document (``configs/plan.yaml``).
+
+Schema (unknown keys are errors; every field below is optional unless marked required)
+---------------------------------------------------------------------------------
+``version`` : int, must be 1.
+``intended_use`` : str
+    Free text: target population, clinical setting, intended user.
+``columns`` : mapping — where things are in the predictions table
+    ``case_id`` (default "case_id"), ``label`` ("label"), ``score`` ("score"),
+    ``patient``, ``site``, ``split``, ``status``: a column name, null (not used) or
+    "auto" (default: use "patient_key", "site", "split", "status" when the table has
+    them). Without a patient column every case is its own patient; the site stratifies
+    the bootstrap; status values are ok / failed / indeterminate. ``cohorts`` (list;
+    default: those of site, manufacturer, sex, age_band that exist).
+``score_type`` : "probability" (default; scores must lie in [0, 1]) or "logit"
+    (converted with the logistic function).
+``classes`` : [negative, positive], optional
+    Label values meaning 0 and 1 when the label column is not already 0/1.
+``analysis`` : mapping
+    ``test_split`` ("test"; rows analysed when a split column exists; null = all rows),
+    ``alpha`` (0.05: two-sided 95 % CIs), ``proportion_ci`` ("wilson" |
+    "clopper-pearson" | "jeffreys"), ``prevalence`` (null; a number in (0, 1) adds PPV
+    and NPV at that prevalence to every group, by Bayes' theorem), ``bootstrap`` {``replicates`` (2000), ``seed`` (0),
+    ``stratify_by_site`` (true), ``rank_metrics`` (true: AUC/AP replicates for the
+    AP interval and cohort differences)}, ``calibration`` {``n_bins`` (10),
+    ``null_simulations`` (1000), ``recalibration`` (none | temperature | platt |
+    isotonic), ``calibration_split`` ("calibration")}.
+``threshold`` : mapping — the operating point
+    ``rule``: "fixed" (default, with ``value``, default 0.5), "youden",
+    "target_sensitivity" or "target_specificity" (with ``target``), chosen on
+    ``tuning_split`` (default "tuning") and then locked for the test split.
+``primary_endpoints`` / ``secondary_endpoints`` : list of
+    {``metric`` (one of the evidence metric keys), ``operator`` (">=" or "<="),
+    ``goal`` (number), ``name`` (optional label)}. A ">=" goal passes when the lower
+    bound of the two-sided (1 - alpha) CI is >= goal; a "<=" goal when the upper bound
+    is <= goal. Primary endpoints are also judged in a worst-case analysis where failed
+    and indeterminate cases count as errors.
+``subgroups`` : mapping
+    ``columns`` (default: ``columns.cohorts``), ``intersections`` (list of lists of
+    columns, opt-in), ``min_positives`` (10), ``min_negatives`` (10), ``min_n`` (20),
+    ``multiplicity`` ("holm" | "bh" | "none"; the family is all cohort values of all
+    subgroup columns, per metric).
+``deviations`` : list of str
+    Deviations from the plan known before analysis; the evidence adds those found
+    during analysis (e.g. no site column to stratify by).
+
+The plan is hashed (SHA-256 of the file bytes, and of its canonical JSON form) so the
+evidence proves which plan was applied.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from medlens._errors import ConfigError
+
+__all__ = ["AnalysisPlan", "Endpoint", "EVIDENCE_METRICS", "load_plan", "parse_plan"]
+
+EVIDENCE_METRICS = (
+    "sensitivity",
+    "specificity",
+    "ppv",
+    "npv",
+    "accuracy",
+    "balanced_accuracy",
+    "f1",
+    "lr_positive",
+    "lr_negative",
+    "auc",
+    "average_precision",
+    "brier",
+    "ece",
+    "calibration_slope",
+    "calibration_intercept",
+)
+DEFAULT_COHORTS = ("site", "manufacturer", "sex", "age_band")
+AUTO = "auto"  # use the conventional column (patient_key, site, split, status) when present
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Columns(_Section):
+    case_id: str = "case_id"
+    label: str = "label"
+    score: str = "score"
+    patient: str | None = AUTO
+    site: str | None = AUTO
+    split: str | None = AUTO
+    status: str | None = AUTO
+    cohorts: list[str] | None = None
+
+
+class BootstrapSettings(_Section):
+    replicates: int = Field(default=2000, ge=1)
+    seed: int = 0
+    stratify_by_site: bool = True
+    rank_metrics: bool = True
+
+
+class CalibrationSettings(_Section):
+    n_bins: int = Field(default=10, ge=2)
+    null_simulations: int = Field(default=1000, ge=1)
+    recalibration: Literal["none", "temperature", "platt", "isotonic"] = "none"
+    calibration_split: str = "calibration"
+
+
+class AnalysisSettings(_Section):
+    test_split: str | None = "test"
+    alpha: float = Field(default=0.05, gt=0, lt=1)
+    proportion_ci: Literal["wilson", "clopper-pearson", "jeffreys"] = "wilson"
+    prevalence: float | None = Field(default=None, gt=0, lt=1)
+    bootstrap: BootstrapSettings = BootstrapSettings()
+    calibration: CalibrationSettings = CalibrationSettings()
+
+
+class ThresholdRule(_Section):
+    rule: Literal["fixed", "youden", "target_sensitivity", "target_specificity"] = "fixed"
+    value: float | None = None
+    target: float | None = Field(default=None, gt=0, le=1)
+    tuning_split: str = "tuning"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ThresholdRule:
+        if self.rule.startswith("target") and self.target is None:
+            raise ValueError(f"rule {self.rule!r} needs 'target' (e.g. 0.90)")
+        if self.rule != "fixed" and self.value is not None:
+            raise ValueError(f"'value' is only used with rule 'fixed', not {self.rule!r}")
+        return self
+
+
+class Endpoint(_Section):
+    metric: str
+    operator: Literal[">=", "<="] = ">="
+    goal: float
+    name: str | None = None
+
+    @model_validator(mode="after")
+    def _known_metric(self) -> Endpoint:
+        if self.metric not in EVIDENCE_METRICS:
+            raise ValueError(
+                f"unknown metric {self.metric!r}; choose one of {', '.join(EVIDENCE_METRICS)}"
+            )
+        return self
+
+
+class Subgroups(_Section):
+    columns: list[str] | None = None
+    intersections: list[list[str]] = []
+    min_positives: int = Field(default=10, ge=0)
+    min_negatives: int = Field(default=10, ge=0)
+    min_n: int = Field(default=20, ge=0)
+    multiplicity: Literal["holm", "bh", "none"] = "holm"
+
+
+class AnalysisPlan(_Section):
+    """A validated analysis plan (see the module docstring for the schema)."""
+
+    version: Literal[1] = 1
+    intended_use: str = ""
+    columns: Columns = Columns()
+    score_type: Literal["probability", "logit"] = "probability"
+    classes: list[Any] | None = Field(default=None, min_length=2, max_length=2)
+    analysis: AnalysisSettings = AnalysisSettings()
+    threshold: ThresholdRule = ThresholdRule()
+    primary_endpoints: list[Endpoint] = []
+    secondary_endpoints: list[Endpoint] = []
+    subgroups: Subgroups = Subgroups()
+    deviations: list[str] = []
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    def sha256(self) -> str:
+        """SHA-256 of the canonical JSON form (independent of YAML layout and comments)."""
+        return hashlib.sha256(self.canonical_json().encode("utf-8")).hexdigest()
+
+
+def parse_plan(raw: Any, *, source: str = "<plan>") -> AnalysisPlan:
+    """Validate a mapping into an :class:`AnalysisPlan`; errors name every bad field."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"expected a mapping at the top level, got {type(raw).__name__}", source=source
+        )
+    try:
+        return AnalysisPlan.model_validate(raw)
+    except ValidationError as exc:
+        lines = []
+        for e in exc.errors():
+            loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+            msg = "unknown key; check the spelling" if e["type"] == "extra_forbidden" else e["msg"]
+            lines.append(f"{loc}: {msg}")
+        raise ConfigError(
+            "invalid analysis plan:\n  " + "\n  ".join(lines), source=source
+        ) from None
+
+
+def load_plan(path: str | Path) -> tuple[AnalysisPlan, str]:
+    """Read a plan YAML file; returns the plan and the SHA-256 of the file bytes."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the plan ({exc.strerror})", source=str(path)) from None
+    try:
+        raw = yaml.safe_load(data.decode("utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"not valid YAML: {exc}", source=str(path)) from None
+    return parse_plan(raw, source=str(path)), hashlib.sha256(data).hexdigest()
