@@ -307,6 +307,13 @@ def _newton(
     return None
 
 
+LOGISTIC_NO_FIT = (
+    "logistic recalibration failed to converge (the information matrix is singular: all "
+    "scores equal or the scores separate the classes perfectly)."
+)
+SEPARATION = "the logistic fit does not converge (scores separate the classes perfectly?)"
+
+
 def _logistic_fit(
     lp: np.ndarray, y: np.ndarray, *, slope: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -320,9 +327,7 @@ def _logistic_fit(
         out = _newton(lp, y, slope, start)
         if out is not None:
             return out
-    raise InputDataError(
-        "logistic recalibration failed to converge (the information matrix is singular: all scores equal or perfect separation?)."
-    )
+    raise InputDataError(LOGISTIC_NO_FIT)
 
 
 def _robust_cov(
@@ -392,7 +397,13 @@ def calibration_slope_intercept(
         if slope_model and slope is not None:
             out.append(slope)
             continue
-        beta, bread, mu = _logistic_fit(lp, yf, slope=slope_model)
+        try:
+            beta, bread, mu = _logistic_fit(lp, yf, slope=slope_model)
+        except InputDataError:
+            key = "calibration_slope" if slope_model else "calibration_intercept"
+            note = warn_undefined(key, SEPARATION, cohort)
+            out.append(MetricEstimate(math.nan, math.nan, math.nan, method, note))
+            continue
         if clusters is None:
             cov = bread
         else:

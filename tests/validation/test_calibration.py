@@ -182,3 +182,15 @@ def test_bad_parameters(miscal):
         hosmer_lemeshow(y, s, n_groups=2)
     with pytest.raises(InputDataError, match=r"outside \[0, 1\]"):
         brier_score([0, 1], [0.2, 1.2])
+
+
+def test_slope_intercept_undefined_under_perfect_separation_is_nan_with_note():
+    """A cohort the model separates perfectly has no finite MLE: NaN + note, not a crash."""
+    from medlens.validation import UndefinedMetricWarning, calibration_slope_intercept
+
+    y = np.array([0] * 20 + [1] * 10)
+    s = np.r_[np.linspace(0.001, 0.2, 20), np.linspace(0.8, 0.999, 10)]
+    with pytest.warns(UndefinedMetricWarning, match="calibration_slope"):
+        slope, intercept = calibration_slope_intercept(y, s, cohort="site=a")
+    assert math.isnan(slope.estimate) and "separate" in slope.note
+    assert math.isfinite(intercept.estimate) or "separate" in intercept.note
