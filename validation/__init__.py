@@ -41,8 +41,22 @@ from ._counts import (
 from ._data import PredictionTable, load_predictions
 from ._engine import CriterionResult, GroupResult, ValidationReport, evaluate
 from ._evidence import EVIDENCE_KEYS, to_evidence, write_evidence
-from ._multiclass import OneVsRestResult, one_vs_rest
-from ._plan import EVIDENCE_METRICS, AnalysisPlan, Endpoint, load_plan, parse_plan
+from ._multiclass import (
+    OneVsRestResult,
+    class_columns,
+    class_inputs,
+    one_vs_rest,
+    predict_classes,
+)
+from ._plan import (
+    EVIDENCE_METRICS,
+    AnalysisPlan,
+    Comparison,
+    Endpoint,
+    OperatingPoint,
+    load_plan,
+    parse_plan,
+)
 from ._proportions import MetricEstimate, ProportionEstimate, proportion_ci
 from ._roc import (
     DelongTestResult,
@@ -62,6 +76,7 @@ __all__ = [
     "BrierDecomposition",
     "CalibrationResult",
     "CohortTable",
+    "Comparison",
     "ConfusionCounts",
     "CriterionResult",
     "DelongTestResult",
@@ -74,6 +89,7 @@ __all__ = [
     "MISSING",
     "MetricEstimate",
     "OneVsRestResult",
+    "OperatingPoint",
     "Partition",
     "PlattScaling",
     "PredictionTable",
@@ -92,6 +108,8 @@ __all__ = [
     "calibration",
     "calibration_slope_intercept",
     "choose_threshold",
+    "class_columns",
+    "class_inputs",
     "cluster_bootstrap",
     "cohort_table_columns",
     "confusion_counts",
@@ -109,6 +127,7 @@ __all__ = [
     "parse_plan",
     "ppv",
     "predict_at_threshold",
+    "predict_classes",
     "proportion_ci",
     "reliability_curve",
     "replicate_weights",

@@ -15,7 +15,7 @@ from scipy import special
 
 from medlens._errors import InputDataError
 
-from ._bootstrap import Partition, cluster_bootstrap
+from ._bootstrap import Partition, cluster_bootstrap, replicate_weights
 from ._calibration import RECALIBRATORS, CalibrationResult, calibration, calibration_slope_intercept
 from ._cohorts import CohortTable, adjust_pvalues, cohort_codes, cohort_table_columns, worst_value
 from ._common import UndefinedMetricWarning, check_binary, check_probabilities, warn_undefined
@@ -33,9 +33,17 @@ from ._counts import (
     specificity,
 )
 from ._data import PredictionTable, check_case_ids, check_status, load_predictions, require_columns
+from ._multiclass import class_inputs, predict_classes
 from ._plan import AUTO, DEFAULT_COHORTS, EVIDENCE_METRICS, AnalysisPlan, Endpoint
 from ._proportions import MetricEstimate
-from ._roc import average_precision, choose_threshold, roc_auc
+from ._roc import (
+    average_precision,
+    choose_threshold,
+    delong_test,
+    roc_auc,
+    sensitivity_at_specificity,
+    specificity_at_sensitivity,
+)
 
 __all__ = ["CriterionResult", "GroupResult", "ValidationReport", "evaluate"]
 
@@ -67,6 +75,8 @@ class GroupResult:
     flags: Mapping[str, str]
     difference: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     at_prevalence: Mapping[str, MetricEstimate] | None = None
+    per_class: Mapping[str, GroupResult] = field(default_factory=dict)
+    decision_rule: str | None = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +114,9 @@ class ValidationReport:
     plan_info: Mapping[str, Any]
     provenance: Mapping[str, Any]
     notes: tuple[str, ...] = ()
+    secondary: Mapping[str, Any] | None = None
+    task: str = "binary"
+    classes: tuple[str, ...] | None = None
 
 
 def _resolve_columns(plan: AnalysisPlan, frame: pd.DataFrame) -> dict[str, Any]:
@@ -411,8 +424,16 @@ def evaluate(
         frame,
         [
             (cols["case_id"], "case id", "Set columns.case_id in the plan."),
-            (cols["label"], "label", "Set columns.label in the plan or --label-col."),
-            (cols["score"], "score", "Set columns.score in the plan or --score-col."),
+            (
+                cols["label"] if plan.task != "multilabel" else None,
+                "label",
+                "Set columns.label in the plan or --label-col.",
+            ),
+            (
+                cols["score"] if plan.task == "binary" else None,
+                "score",
+                "Set columns.score in the plan or --score-col.",
+            ),
             (cols["patient"], "patient id", "Set columns.patient in the plan or --patient-col."),
             (cols["site"], "site", "Set columns.site in the plan."),
             (cols["split"], "split", "Set columns.split in the plan."),
@@ -435,8 +456,25 @@ def evaluate(
         else np.full(len(frame), "ok", dtype=object)
     )
     ok_all = status == "ok"
-    y_all = _labels(frame[cols["label"]], plan, src)
-    s_all = _scores(frame[cols["score"]], plan, ok_all, src)
+    classes: tuple[str, ...] | None = None
+    if plan.task == "binary":
+        y_all = _labels(frame[cols["label"]], plan, src)
+        s_all = _scores(frame[cols["score"]], plan, ok_all, src)
+    else:
+        try:
+            classes, y_mat_all, s_mat_all = class_inputs(
+                frame,
+                task=plan.task,
+                label=cols["label"],
+                score_pattern=plan.columns.score_pattern,
+                label_pattern=plan.columns.label_pattern,
+                classes=plan.classes,
+                score_type=plan.score_type,
+                ok=ok_all,
+            )
+        except InputDataError as exc:
+            raise InputDataError(exc.message, source=src) from None
+        y_all = s_all = None
     # analysis population
     test_mask = _select_rows(frame, cols["split"], plan.analysis.test_split)
     if cols["split"] and plan.analysis.test_split is not None and not test_mask.any():
@@ -447,7 +485,16 @@ def evaluate(
         )
     # threshold: fixed or chosen on the tuning split, then locked
     rule = plan.threshold
-    if rule.rule == "fixed":
+    if plan.task == "multiclass":
+        thr, thr_info = (
+            math.nan,
+            {
+                "rule": "argmax",
+                "value": None,
+                "source": "multi-class: the predicted class is the one with the highest probability (ties: first in classes)",
+            },
+        )
+    elif rule.rule == "fixed":
         thr = float(
             threshold if threshold is not None else (rule.value if rule.value is not None else 0.5)
         )
@@ -495,8 +542,12 @@ def evaluate(
             source=src,
         )
     idx_all = np.flatnonzero(analysed)
-    y, s = y_all[idx_all], s_all[idx_all]
-    pred = (s >= thr).astype(np.int8)
+    if plan.task == "binary":
+        y, s = y_all[idx_all], s_all[idx_all]
+        pred = (s >= thr).astype(np.int8)
+    else:
+        y_mat, s_mat = y_mat_all[idx_all], s_mat_all[idx_all]
+        pred_mat = predict_classes(s_mat, task=plan.task, threshold=thr)
     sub = frame.iloc[idx_all]
     # patients and strata
     clustered = False
@@ -533,6 +584,198 @@ def evaluate(
         codes, values = cohort_codes(combined)
         partitions.append(Partition("*".join(group), codes, values))
     boot = plan.analysis.bootstrap
+    if plan.task == "binary":
+        overall, cohorts, tables, worst_all = _analyse(
+            y, s, pred, partitions, cl, clustered, strata, thr, plan
+        )
+    else:
+        overall, cohorts, tables, worst_all = _analyse_classes(
+            y_mat, s_mat, pred_mat, classes, partitions, cl, clustered, strata, thr, plan
+        )
+    # calibration of the overall population (+ recalibration on the calibration split)
+    cal_set = plan.analysis.calibration
+    cal = (
+        None
+        if plan.task != "binary"
+        else calibration(
+            y,
+            s,
+            n_bins=cal_set.n_bins,
+            clusters=cl if clustered else None,
+            alpha=plan.analysis.alpha,
+            n_simulations=cal_set.null_simulations,
+            seed=boot.seed,
+        )
+        if np.unique(y).size == 2
+        else None
+    )
+    if plan.task != "binary":
+        notes.append(
+            "multi-class/multi-label: calibration is reported per class as metrics (brier, ece, "
+            "calibration_slope, calibration_intercept); no reliability curves"
+        )
+    recal = None
+    if cal_set.recalibration != "none":
+        cmask = (
+            _select_rows(frame, cols["split"], cal_set.calibration_split) & ok_all
+            if cols["split"]
+            else np.zeros(len(frame), bool)
+        )
+        if not cmask.any():
+            raise InputDataError(
+                f"recalibration {cal_set.recalibration!r} needs a calibration split ({cols['split']!r} == {cal_set.calibration_split!r}); none found.",
+                source=src,
+            )
+        model = RECALIBRATORS[cal_set.recalibration]().fit(y_all[cmask], s_all[cmask])
+        s_new = model.transform(s)
+        params = {k: v for k, v in vars(model).items() if k.endswith("_") and isinstance(v, float)}
+        after = calibration(
+            y,
+            s_new,
+            n_bins=cal_set.n_bins,
+            clusters=cl if clustered else None,
+            alpha=plan.analysis.alpha,
+            n_simulations=cal_set.null_simulations,
+            seed=boot.seed,
+        )
+        recal = {
+            "method": cal_set.recalibration,
+            "fitted_on": f"split {cal_set.calibration_split!r} ({int(cmask.sum())} cases)",
+            "params": params,
+            "before": cal,
+            "after": after,
+        }
+    # failed / indeterminate cases and the worst-case analysis
+    test_idx = np.flatnonzero(test_mask)
+    st = status[test_idx]
+    secondary = (
+        _secondary(frame, idx_all, y, s, cl, clustered, strata, plan, cols, src)
+        if plan.task == "binary" and (plan.secondary.comparisons or plan.secondary.operating_points)
+        else None
+    )
+    failed_cases: dict[str, Any] = {
+        "n_population": int(test_idx.size),
+        "n_analysed": int(idx_all.size),
+        "n_failed": int(np.sum(st == "failed")),
+        "n_indeterminate": int(np.sum(st == "indeterminate")),
+        "handling": "excluded from the main analysis and counted; primary endpoints are re-judged in a worst-case analysis where they count as errors (positives as false negatives, negatives as false positives)",
+        "by_cohort": {},
+    }
+    bad_idx = test_idx[st != "ok"]
+    for c in cols["cohorts"]:
+        if bad_idx.size:
+            codes, values = cohort_codes(frame[c].iloc[test_idx])
+            tab = {}
+            for v, value in enumerate(values):
+                mask = codes == v
+                nf, ni = (
+                    int(np.sum(mask & (st == "failed"))),
+                    int(np.sum(mask & (st == "indeterminate"))),
+                )
+                if nf or ni:
+                    tab[value] = {"failed": nf, "indeterminate": ni}
+            failed_cases["by_cohort"][c] = tab
+        else:
+            failed_cases["by_cohort"][c] = {}
+    criteria = [_criterion(ep, overall.metrics[ep.metric], True) for ep in plan.primary_endpoints]
+    criteria += [
+        _criterion(ep, overall.metrics[ep.metric], False) for ep in plan.secondary_endpoints
+    ]
+    if plan.primary_endpoints and plan.task != "binary":
+        deviations.append(
+            "worst-case analysis of failed/indeterminate cases not available for "
+            f"{plan.task} tasks; they are counted in failed_cases"
+        )
+    elif plan.primary_endpoints:
+        worst = _worst_case(frame, test_idx, status, y_all, s_all, thr, plan, cols, clustered)
+        criteria = [
+            CriterionResult(**{**c.__dict__, "worst_case": _worst_entry(c, worst)})
+            if c.primary
+            else c
+            for c in criteria
+        ]
+    primaries = [c for c in criteria if c.primary]
+    if not primaries:
+        verdict = "no_primary_endpoints"
+    elif all(c.outcome == "pass" for c in primaries):
+        verdict = "pass"
+    else:
+        verdict = "fail"
+    acceptance = {
+        "verdict": verdict,
+        "rule": "an endpoint 'metric >= goal' passes when the lower bound of the two-sided CI is >= goal ('<=': upper bound <= goal); the verdict passes when every primary endpoint passes in the main analysis",
+        "confidence_level": 1 - plan.analysis.alpha,
+        "worst_case_verdict": None
+        if not primaries
+        else (
+            "pass"
+            if all((c.worst_case or {}).get("outcome") == "pass" for c in primaries)
+            else "fail"
+        ),
+        "deviations": deviations,
+        "worst_cohort": worst_all,
+    }
+    plan_info = {
+        "columns": cols,
+        "threshold": thr_info,
+        "clustered": clustered,
+        "n_patients": overall.n_patients,
+        "bootstrap": {
+            "replicates": boot.replicates,
+            "seed": boot.seed,
+            "stratified_by": cols["site"] if strata is not None else None,
+            "unit": "patient" if clustered else "case",
+            "rank_metrics": boot.rank_metrics,
+        },
+        "plan_sha256": plan_sha256,
+        "plan_canonical_sha256": plan.sha256(),
+    }
+    provenance = {
+        "source": Path(src).name if not isinstance(data, pd.DataFrame) else src,
+        "input_sha256": table.sha256,
+        "n_rows_input": int(len(frame)),
+        "n_rows_population": int(test_idx.size),
+        "n_rows_analysed": int(idx_all.size),
+        "split_filter": None
+        if not cols["split"] or plan.analysis.test_split is None
+        else {"column": cols["split"], "value": plan.analysis.test_split},
+        "notes": notes,
+    }
+    return ValidationReport(
+        overall,
+        cohorts,
+        tables,
+        cal,
+        recal,
+        acceptance,
+        tuple(criteria),
+        failed_cases,
+        plan,
+        plan_info,
+        provenance,
+        tuple(notes),
+        secondary,
+        plan.task,
+        classes,
+    )
+
+
+def _analyse(
+    y: np.ndarray,
+    s: np.ndarray,
+    pred: np.ndarray,
+    partitions: list[Partition],
+    cl: np.ndarray,
+    clustered: bool,
+    strata: np.ndarray | None,
+    thr: float,
+    plan: AnalysisPlan,
+    *,
+    keep_reps: dict | None = None,
+) -> tuple[GroupResult, dict[str, dict[str, GroupResult]], dict[str, CohortTable], dict]:
+    """Binary analysis of the overall population and every cohort (bootstrap included)."""
+    idx_all = np.arange(y.size)
+    boot = plan.analysis.bootstrap
     rank_boot = boot.rank_metrics
     reps = cluster_bootstrap(
         y,
@@ -548,7 +791,7 @@ def evaluate(
     )
     overall, _ = _group(
         "overall",
-        np.arange(idx_all.size),
+        idx_all,
         y,
         s,
         pred,
@@ -657,152 +900,9 @@ def evaluate(
         }
         tables[part.name] = CohortTable(part.name, frame_out, worst)
         worst_all[part.name] = worst
-    # calibration of the overall population (+ recalibration on the calibration split)
-    cal_set = plan.analysis.calibration
-    cal = (
-        calibration(
-            y,
-            s,
-            n_bins=cal_set.n_bins,
-            clusters=cl if clustered else None,
-            alpha=plan.analysis.alpha,
-            n_simulations=cal_set.null_simulations,
-            seed=boot.seed,
-        )
-        if np.unique(y).size == 2
-        else None
-    )
-    recal = None
-    if cal_set.recalibration != "none":
-        cmask = (
-            _select_rows(frame, cols["split"], cal_set.calibration_split) & ok_all
-            if cols["split"]
-            else np.zeros(len(frame), bool)
-        )
-        if not cmask.any():
-            raise InputDataError(
-                f"recalibration {cal_set.recalibration!r} needs a calibration split ({cols['split']!r} == {cal_set.calibration_split!r}); none found.",
-                source=src,
-            )
-        model = RECALIBRATORS[cal_set.recalibration]().fit(y_all[cmask], s_all[cmask])
-        s_new = model.transform(s)
-        params = {k: v for k, v in vars(model).items() if k.endswith("_") and isinstance(v, float)}
-        after = calibration(
-            y,
-            s_new,
-            n_bins=cal_set.n_bins,
-            clusters=cl if clustered else None,
-            alpha=plan.analysis.alpha,
-            n_simulations=cal_set.null_simulations,
-            seed=boot.seed,
-        )
-        recal = {
-            "method": cal_set.recalibration,
-            "fitted_on": f"split {cal_set.calibration_split!r} ({int(cmask.sum())} cases)",
-            "params": params,
-            "before": cal,
-            "after": after,
-        }
-    # failed / indeterminate cases and the worst-case analysis
-    test_idx = np.flatnonzero(test_mask)
-    st = status[test_idx]
-    failed_cases: dict[str, Any] = {
-        "n_population": int(test_idx.size),
-        "n_analysed": int(idx_all.size),
-        "n_failed": int(np.sum(st == "failed")),
-        "n_indeterminate": int(np.sum(st == "indeterminate")),
-        "handling": "excluded from the main analysis and counted; primary endpoints are re-judged in a worst-case analysis where they count as errors (positives as false negatives, negatives as false positives)",
-        "by_cohort": {},
-    }
-    bad_idx = test_idx[st != "ok"]
-    for c in cols["cohorts"]:
-        if bad_idx.size:
-            codes, values = cohort_codes(frame[c].iloc[test_idx])
-            tab = {}
-            for v, value in enumerate(values):
-                mask = codes == v
-                nf, ni = (
-                    int(np.sum(mask & (st == "failed"))),
-                    int(np.sum(mask & (st == "indeterminate"))),
-                )
-                if nf or ni:
-                    tab[value] = {"failed": nf, "indeterminate": ni}
-            failed_cases["by_cohort"][c] = tab
-        else:
-            failed_cases["by_cohort"][c] = {}
-    criteria = [_criterion(ep, overall.metrics[ep.metric], True) for ep in plan.primary_endpoints]
-    criteria += [
-        _criterion(ep, overall.metrics[ep.metric], False) for ep in plan.secondary_endpoints
-    ]
-    if plan.primary_endpoints:
-        worst = _worst_case(frame, test_idx, status, y_all, s_all, thr, plan, cols, clustered)
-        criteria = [
-            CriterionResult(**{**c.__dict__, "worst_case": _worst_entry(c, worst)})
-            if c.primary
-            else c
-            for c in criteria
-        ]
-    primaries = [c for c in criteria if c.primary]
-    if not primaries:
-        verdict = "no_primary_endpoints"
-    elif all(c.outcome == "pass" for c in primaries):
-        verdict = "pass"
-    else:
-        verdict = "fail"
-    acceptance = {
-        "verdict": verdict,
-        "rule": "an endpoint 'metric >= goal' passes when the lower bound of the two-sided CI is >= goal ('<=': upper bound <= goal); the verdict passes when every primary endpoint passes in the main analysis",
-        "confidence_level": 1 - plan.analysis.alpha,
-        "worst_case_verdict": None
-        if not primaries
-        else (
-            "pass"
-            if all((c.worst_case or {}).get("outcome") == "pass" for c in primaries)
-            else "fail"
-        ),
-        "deviations": deviations,
-        "worst_cohort": worst_all,
-    }
-    plan_info = {
-        "columns": cols,
-        "threshold": thr_info,
-        "clustered": clustered,
-        "n_patients": overall.n_patients,
-        "bootstrap": {
-            "replicates": boot.replicates,
-            "seed": boot.seed,
-            "stratified_by": cols["site"] if strata is not None else None,
-            "unit": "patient" if clustered else "case",
-            "rank_metrics": rank_boot,
-        },
-        "plan_sha256": plan_sha256,
-        "plan_canonical_sha256": plan.sha256(),
-    }
-    provenance = {
-        "source": Path(src).name if not isinstance(data, pd.DataFrame) else src,
-        "input_sha256": table.sha256,
-        "n_rows_input": int(len(frame)),
-        "n_rows_population": int(test_idx.size),
-        "n_rows_analysed": int(idx_all.size),
-        "split_filter": None
-        if not cols["split"] or plan.analysis.test_split is None
-        else {"column": cols["split"], "value": plan.analysis.test_split},
-        "notes": notes,
-    }
-    return ValidationReport(
-        overall,
-        cohorts,
-        tables,
-        cal,
-        recal,
-        acceptance,
-        tuple(criteria),
-        failed_cases,
-        plan,
-        plan_info,
-        provenance,
-        tuple(notes),
-    )
+    if keep_reps is not None:
+        keep_reps.update(reps.values)
+    return overall, cohorts, tables, worst_all
 
 
 def _worst_case(
@@ -892,4 +992,335 @@ def _worst_entry(c: CriterionResult, worst: dict[str, Any]) -> dict[str, Any]:
         "bound": crit.bound,
         "outcome": crit.outcome,
         "n_counted_as_errors": worst["_n_counted_as_errors"],
+    }
+
+
+# --- multi-class / multi-label: one-vs-rest per class plus macro averages --------------
+
+
+def _macro_group(
+    name: str,
+    per_class: dict[str, GroupResult],
+    reps: dict[str, dict[str, np.ndarray]] | None,
+    *,
+    threshold: float,
+    decision_rule: str,
+    alpha: float,
+    boot_method: str,
+) -> GroupResult:
+    """Unweighted mean over classes of every metric; CI from the mean of the per-class
+    bootstrap replicates (all classes are resampled with the same patient weights)."""
+    groups = list(per_class.values())
+    k = len(groups)
+    metrics: dict[str, MetricEstimate] = {}
+    for key in EVIDENCE_METRICS:
+        ests = [g.metrics[key].estimate for g in groups]
+        undefined = [c for c, e in zip(per_class, ests, strict=True) if math.isnan(e)]
+        method = f"macro average over {k} classes (one-vs-rest)"
+        if undefined:
+            metrics[key] = MetricEstimate(
+                math.nan,
+                math.nan,
+                math.nan,
+                method,
+                f"undefined: {key} is undefined for class(es) {undefined}",
+            )
+            continue
+        est = float(np.mean(ests))
+        if reps is not None and all(key in reps[c] for c in per_class):
+            stacked = np.mean([reps[c][key] for c in per_class], axis=0)
+            lo, hi, note = _percentile_ci(stacked, alpha)
+            metrics[key] = MetricEstimate(est, lo, hi, f"{method}; {boot_method}", note)
+        else:
+            metrics[key] = MetricEstimate(
+                est,
+                math.nan,
+                math.nan,
+                method,
+                "no interval for the macro average: this metric has no bootstrap replicates",
+            )
+    counts = ConfusionCounts(
+        *(int(sum(getattr(g.confusion, f) for g in groups)) for f in ("tp", "fp", "tn", "fn"))
+    )
+    flags: dict[str, str] = {}
+    for c, g in per_class.items():
+        for key, why in g.flags.items():
+            flags[key] = (flags[key] + "; " if key in flags else "") + f"class {c}: {why}"
+    return GroupResult(
+        name,
+        groups[0].n,
+        counts.n_positive,
+        counts.n_negative,
+        groups[0].n_patients,
+        counts,
+        threshold,
+        metrics,
+        {},
+        flags,
+        {},
+        None,
+        per_class,
+        decision_rule,
+    )
+
+
+def _analyse_classes(
+    y_mat: np.ndarray,
+    s_mat: np.ndarray,
+    pred_mat: np.ndarray,
+    classes: tuple[str, ...],
+    partitions: list[Partition],
+    cl: np.ndarray,
+    clustered: bool,
+    strata: np.ndarray | None,
+    thr: float,
+    plan: AnalysisPlan,
+) -> tuple[GroupResult, dict[str, dict[str, GroupResult]], dict[str, CohortTable], dict]:
+    """Binary analysis per class (one-vs-rest) plus macro averages for every group."""
+    per: dict[str, tuple] = {}
+    reps: dict[str, dict] = {}
+    for j, c in enumerate(classes):
+        keep: dict = {}
+        per[c] = _analyse(
+            y_mat[:, j],
+            s_mat[:, j],
+            pred_mat[:, j],
+            partitions,
+            cl,
+            clustered,
+            strata,
+            thr,
+            plan,
+            keep_reps=keep,
+        )
+        reps[c] = keep
+    rule = "argmax" if plan.task == "multiclass" else f"score >= {thr:g} per label"
+    kw = {
+        "threshold": thr,
+        "decision_rule": rule,
+        "alpha": plan.analysis.alpha,
+        "boot_method": BOOT_METHOD if clustered else ROW_BOOT_METHOD,
+    }
+    overall = _macro_group(
+        "overall",
+        {c: per[c][0] for c in classes},
+        {c: reps[c][OVERALL] for c in classes},
+        **kw,
+    )
+    cohorts: dict[str, dict[str, GroupResult]] = {}
+    tables: dict[str, CohortTable] = {}
+    worst_all: dict[str, dict[str, str | None]] = {}
+    for part in partitions[1:]:
+        cohorts[part.name] = {
+            v: _macro_group(
+                f"{part.name}={v}",
+                {c: per[c][1][part.name][v] for c in classes},
+                {c: reps[c][(part.name, v)] for c in classes},
+                **kw,
+            )
+            for v in part.values
+        }
+        for c in classes:
+            tables[f"{part.name}.{c}"] = per[c][2][part.name]
+        worst_all[part.name] = {
+            key: worst_value(
+                {v: g.metrics[key].estimate for v, g in cohorts[part.name].items()},
+                {v: g.flags.get(key) for v, g in cohorts[part.name].items()},
+                lower_is_better=key in LOWER_IS_BETTER,
+            )
+            for key in EVIDENCE_METRICS
+            if key not in ("calibration_slope", "calibration_intercept")
+        }
+    return overall, cohorts, tables, worst_all
+
+
+# --- secondary analyses: paired AUC comparisons and fixed operating points -------------
+
+SECONDARY_CLUSTER_NOTE = (
+    "the paired DeLong test assumes independent cases, but {k} patients contribute more "
+    "than one case; the reported difference uses the patient-cluster bootstrap instead"
+)
+
+
+class _SortedScores:
+    """Rows sorted once by descending score, for weighted ROC curves of many replicates."""
+
+    def __init__(self, y: np.ndarray, s: np.ndarray) -> None:
+        self.order = np.argsort(-s, kind="mergesort")
+        ss = s[self.order]
+        self.y = y[self.order].astype(np.float64)
+        self.last = np.r_[ss[1:] != ss[:-1], True]
+        self.thresholds = ss[self.last]
+
+    def curve(self, wrows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Weighted sensitivity and specificity, arrays of shape (b, T), at each distinct
+        threshold (positive when score >= threshold), thresholds descending."""
+        w = wrows[:, self.order]
+        tp = np.cumsum(w * self.y, axis=1)[:, self.last]
+        fp = np.cumsum(w * (1.0 - self.y), axis=1)[:, self.last]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sens = tp / tp[:, -1:]
+            spec = 1.0 - fp / fp[:, -1:]
+        return sens, spec
+
+
+def _auc_from_curve(sens: np.ndarray, spec: np.ndarray) -> np.ndarray:
+    fpr = np.concatenate([np.zeros((sens.shape[0], 1)), 1.0 - spec], axis=1)
+    tpr = np.concatenate([np.zeros((sens.shape[0], 1)), sens], axis=1)
+    return np.sum(np.diff(fpr, axis=1) * (tpr[:, 1:] + tpr[:, :-1]) / 2.0, axis=1)
+
+
+def _best_at(value: np.ndarray, constraint: np.ndarray, target: float) -> np.ndarray:
+    ok = constraint >= target
+    out = np.where(ok, value, -np.inf).max(axis=1)
+    out[~np.isfinite(out)] = np.nan
+    return out
+
+
+def _boot_p(d: np.ndarray, est: float, lo: float) -> float:
+    dd = d[~np.isnan(d)]
+    if math.isnan(est) or math.isnan(lo) or dd.size == 0:
+        return math.nan
+    return float(min(1.0, 2 * (min(np.sum(dd <= 0), np.sum(dd >= 0)) + 1) / (dd.size + 1)))
+
+
+def _secondary(
+    frame: pd.DataFrame,
+    idx_all: np.ndarray,
+    y: np.ndarray,
+    s: np.ndarray,
+    cl: np.ndarray,
+    clustered: bool,
+    strata: np.ndarray | None,
+    plan: AnalysisPlan,
+    cols: Mapping[str, Any],
+    src: str,
+) -> dict[str, Any]:
+    """Paired AUC comparisons and sensitivity/specificity at fixed operating points."""
+    sec = plan.secondary
+    alpha = plan.analysis.alpha
+    boot = plan.analysis.bootstrap
+    status_ok = np.zeros(len(frame), dtype=bool)
+    status_ok[idx_all] = True
+    wanted = [c for cmp in sec.comparisons for c in (cmp.score_a, cmp.score_b)]
+    wanted += [op.score for op in sec.operating_points if op.score]
+    require_columns(
+        frame,
+        [(c, "secondary score", "Fix secondary.comparisons / operating_points.") for c in wanted],
+        src,
+    )
+    scores: dict[str, np.ndarray] = {cols["score"]: s}
+    for c in dict.fromkeys(wanted):
+        if c not in scores:
+            scores[c] = _scores(frame[c], plan, status_ok, src)[idx_all]
+    sorted_scores = {c: _SortedScores(y, v) for c, v in scores.items()}
+    n_cl = int(cl.max()) + 1
+    cstrata = np.zeros(n_cl, dtype=np.int64)
+    if strata is not None:
+        cstrata[cl] = strata
+    # replicate statistics: AUC per compared column, value per operating point
+    stats_needed: list[tuple[str, str, float]] = []  # (column, kind, target)
+    for cmp in sec.comparisons:
+        stats_needed += [(cmp.score_a, "auc", 0.0), (cmp.score_b, "auc", 0.0)]
+    for op in sec.operating_points:
+        stats_needed.append((op.score or cols["score"], op.metric, float(op.target)))
+    stats_needed = list(dict.fromkeys(stats_needed))
+    reps: dict[tuple[str, str, float], list[np.ndarray]] = {k: [] for k in stats_needed}
+    rows_per_block = max(1, (1 << 22) // max(y.size, 1))
+    for wblock in replicate_weights(cstrata, boot.replicates, boot.seed):
+        for start in range(0, wblock.shape[0], rows_per_block):
+            wrows = wblock[start : start + rows_per_block][:, cl]
+            curves = {c: sorted_scores[c].curve(wrows) for c in {k[0] for k in stats_needed}}
+            for key in stats_needed:
+                sens, spec = curves[key[0]]
+                if key[1] == "auc":
+                    reps[key].append(_auc_from_curve(sens, spec))
+                elif key[1] == "sensitivity_at_specificity":
+                    reps[key].append(_best_at(sens, spec, key[2]))
+                else:
+                    reps[key].append(_best_at(spec, sens, key[2]))
+    r = {k: np.concatenate(v) for k, v in reps.items()}
+    boot_method = BOOT_METHOD if clustered else ROW_BOOT_METHOD
+    n_multi = int(np.sum(np.bincount(cl) > 1)) if clustered else 0
+    notes: list[str] = []
+    comparisons: dict[str, Any] = {}
+    for cmp in sec.comparisons:
+        name = cmp.name or f"{cmp.score_a} vs {cmp.score_b}"
+        a, b = scores[cmp.score_a], scores[cmp.score_b]
+        dl = delong_test(y, a, b, alpha=alpha)
+        aucs = {}
+        for tag, v in (("auc_a", a), ("auc_b", b)):
+            ra = roc_auc(y, v, clusters=cl if clustered else None, alpha=alpha, curve=False)
+            aucs[tag] = MetricEstimate(ra.estimate, ra.ci_low, ra.ci_high, ra.method, ra.note)
+        d = r[(cmp.score_a, "auc", 0.0)] - r[(cmp.score_b, "auc", 0.0)]
+        lo, hi, bnote = _percentile_ci(d, alpha)
+        boot_diff = {
+            "estimate": dl.difference,
+            "ci_low": lo,
+            "ci_high": hi,
+            "p_value": _boot_p(d, dl.difference, lo),
+            "method": f"paired {boot_method} of AUC_a - AUC_b",
+            "note": bnote,
+        }
+        delong = {
+            "estimate": dl.difference,
+            "ci_low": dl.ci_low,
+            "ci_high": dl.ci_high,
+            "z": dl.z,
+            "p_value": dl.p_value,
+            "covariance": dl.covariance,
+            "method": "paired-delong",
+            "note": dl.note,
+        }
+        limitations = []
+        if clustered:
+            limitations.append(SECONDARY_CLUSTER_NOTE.format(k=n_multi))
+            delong["note"] = (dl.note + "; " if dl.note else "") + (
+                "assumes independent cases (not valid with several cases per patient)"
+            )
+        comparisons[name] = {
+            "score_a": cmp.score_a,
+            "score_b": cmp.score_b,
+            "n": int(y.size),
+            "n_positive": int(y.sum()),
+            "auc_a": aucs["auc_a"],
+            "auc_b": aucs["auc_b"],
+            "difference": boot_diff if clustered else delong,
+            "delong": delong,
+            "bootstrap": boot_diff,
+            "limitations": limitations,
+        }
+    if clustered and sec.comparisons:
+        notes.append(SECONDARY_CLUSTER_NOTE.format(k=n_multi))
+    points: dict[str, Any] = {}
+    for op in sec.operating_points:
+        col = op.score or cols["score"]
+        fn = (
+            sensitivity_at_specificity
+            if op.metric == "sensitivity_at_specificity"
+            else specificity_at_sensitivity
+        )
+        est, at = fn(y, scores[col], target=float(op.target))
+        key = (col, op.metric, float(op.target))
+        if math.isnan(est):
+            note = warn_undefined(op.metric, f"no threshold reaches the target {op.target:g}")
+            lo = hi = math.nan
+        else:
+            lo, hi, note = _percentile_ci(r[key], alpha)
+        points[
+            op.name or f"{op.metric}_{op.target:g}" + ("" if op.score is None else f"_{col}")
+        ] = {
+            "metric": op.metric,
+            "target": float(op.target),
+            "score": col,
+            "threshold": at,
+            "value": MetricEstimate(est, lo, hi, boot_method, note),
+        }
+    return {
+        "comparisons": comparisons,
+        "operating_points": points,
+        "unit": "patient" if clustered else "case",
+        "replicates": boot.replicates,
+        "seed": boot.seed,
+        "notes": notes,
     }

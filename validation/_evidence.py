@@ -1,7 +1,18 @@
 """The evidence contract: ``evidence.json`` (deterministic) and CSV tables.
 
 Top-level keys: ``overall``, ``cohorts``, ``calibration``, ``acceptance``,
-``failed_cases``, ``plan``, ``provenance``. ``overall`` and each
+``failed_cases``, ``plan``, ``provenance`` (the contract), plus ``secondary`` when the
+plan asks for secondary analyses: ``secondary.comparisons[name]`` ({score_a, score_b,
+n, n_positive, auc_a, auc_b (metric objects), difference (the reported paired
+difference AUC_a - AUC_b: DeLong, or the patient-cluster bootstrap when patients have
+several cases), delong {estimate, ci_low, ci_high, z, p_value, covariance, method},
+bootstrap {estimate, ci_low, ci_high, p_value, method}, limitations}) and
+``secondary.operating_points[name]`` ({metric, target, score, threshold, estimate,
+ci_low, ci_high, method}). For ``task`` multiclass / multilabel, ``overall`` and each
+cohort group also hold ``decision_rule`` and ``per_class[<class>]`` (a full group
+object, one-vs-rest); their ``metrics`` are macro averages over classes and their
+``confusion`` the one-vs-rest counts summed over classes; ``overall`` adds ``task`` and
+``classes``; ``threshold`` is null for multiclass (argmax). ``overall`` and each
 ``cohorts[column][value]`` hold ``n``, ``n_positive``, ``confusion`` {tp, fp, tn, fn},
 ``threshold`` and ``metrics`` (plus ``n_negative``, ``n_patients``, ``design_effect``,
 ``flags`` and, for cohorts, ``difference_to_overall``). Each metric is
@@ -106,6 +117,10 @@ def _group(g: GroupResult) -> dict[str, Any]:
         "design_effect": {k: _num(v) for k, v in g.design_effect.items()},
         "flags": dict(g.flags),
     }
+    if g.decision_rule is not None:
+        out["decision_rule"] = g.decision_rule
+    if g.per_class:
+        out["per_class"] = {c: _group(pc) for c, pc in g.per_class.items()}
     if g.at_prevalence is not None:
         out["at_prevalence"] = {k: _metric(v) for k, v in g.at_prevalence.items()}
     if g.difference:
@@ -158,6 +173,40 @@ def _calibration(c: CalibrationResult | None) -> dict[str, Any] | None:
             "p_value": _num(c.hosmer_lemeshow_p),
         },
         "params": _clean(c.params),
+    }
+
+
+def _secondary(sec: Mapping[str, Any]) -> dict[str, Any]:
+    def entry(d: Mapping[str, Any]) -> dict[str, Any]:
+        e = {k: _num(v) for k, v in d.items() if k != "note"}
+        if d.get("note") or e.get("estimate") is None or e.get("ci_low") is None:
+            e["note"] = d.get("note") or "undefined (see the AUCs of the two scores)"
+        return e
+
+    comparisons = {}
+    for name, c in sec["comparisons"].items():
+        comparisons[name] = {
+            **{k: _clean(c[k]) for k in ("score_a", "score_b", "n", "n_positive", "limitations")},
+            "auc_a": _metric(c["auc_a"]),
+            "auc_b": _metric(c["auc_b"]),
+            "difference": entry(c["difference"]),
+            "delong": entry(c["delong"]),
+            "bootstrap": entry(c["bootstrap"]),
+        }
+    points = {
+        name: {
+            "metric": p["metric"],
+            "target": _num(p["target"]),
+            "score": p["score"],
+            "threshold": _num(p["threshold"]),
+            **_metric(p["value"]),
+        }
+        for name, p in sec["operating_points"].items()
+    }
+    return {
+        "comparisons": comparisons,
+        "operating_points": points,
+        **_clean({k: sec[k] for k in ("unit", "replicates", "seed", "notes")}),
     }
 
 
@@ -226,7 +275,7 @@ def to_evidence(report: ValidationReport, *, timestamp: bool = False) -> dict[st
             }
         ),
     }
-    return {
+    out = {
         "overall": _group(report.overall),
         "cohorts": {
             col: {v: _group(g) for v, g in vals.items()} for col, vals in report.cohorts.items()
@@ -237,6 +286,12 @@ def to_evidence(report: ValidationReport, *, timestamp: bool = False) -> dict[st
         "plan": plan,
         "provenance": _clean(prov),
     }
+    if report.task != "binary":
+        out["overall"]["task"] = report.task
+        out["overall"]["classes"] = list(report.classes or ())
+    if report.secondary is not None:
+        out["secondary"] = _secondary(report.secondary)
+    return out
 
 
 def dumps(evidence: Mapping[str, Any]) -> str:

@@ -12,10 +12,27 @@ Schema (unknown keys are errors; every field below is optional unless marked req
     them). Without a patient column every case is its own patient; the site stratifies
     the bootstrap; status values are ok / failed / indeterminate. ``cohorts`` (list;
     default: those of site, manufacturer, sex, age_band that exist).
+    ``score_pattern`` ("prob_{class}") and ``label_pattern`` ("label_{class}"): the
+    per-class score columns (multiclass, multilabel) and per-label 0/1 columns
+    (multilabel only); ``{class}`` is replaced by each class name.
+``task`` : "binary" (default) | "multiclass" | "multilabel"
+    ``binary``: one 0/1 label column and one score column. ``multiclass``: the label
+    column holds the class name and there is one probability column per class (rows
+    must sum to 1 within 1e-3; ``score_type: logit`` applies a softmax); the predicted
+    class is the argmax (ties: the first class in ``classes``). ``multilabel``: one 0/1
+    column per label and one probability column per label, positive when
+    score >= ``threshold.value`` (default 0.5). Non-binary tasks are analysed one-vs-rest
+    per class with every metric and CI of the binary analysis (``overall.per_class`` and
+    ``cohorts[column][value].per_class`` in the evidence); ``overall`` / cohort
+    ``metrics`` then hold the unweighted (macro) means over classes, their CIs from the
+    same bootstrap replicates, and endpoints are judged on these macro metrics.
+    Non-binary tasks need ``threshold.rule: fixed``.
 ``score_type`` : "probability" (default; scores must lie in [0, 1]) or "logit"
-    (converted with the logistic function).
-``classes`` : [negative, positive], optional
-    Label values meaning 0 and 1 when the label column is not already 0/1.
+    (converted with the logistic function; softmax over classes for multiclass).
+``classes`` : list, optional
+    binary: [negative, positive], the label values meaning 0 and 1 when the label column
+    is not already 0/1. multiclass / multilabel: the class names (>= 2); default: every
+    column matching ``columns.score_pattern``, in table order.
 ``analysis`` : mapping
     ``test_split`` ("test"; rows analysed when a split column exists; null = all rows),
     ``alpha`` (0.05: two-sided 95 % CIs), ``proportion_ci`` ("wilson" |
@@ -40,6 +57,17 @@ Schema (unknown keys are errors; every field below is optional unless marked req
     columns, opt-in), ``min_positives`` (10), ``min_negatives`` (10), ``min_n`` (20),
     ``multiplicity`` ("holm" | "bh" | "none"; the family is all cohort values of all
     subgroup columns, per metric).
+``secondary`` : mapping — secondary analyses (binary task), written under the
+    top-level evidence key ``secondary``
+    ``comparisons``: list of {``score_a``, ``score_b`` (score columns of two models or
+    readers on the same cases), ``name`` (optional)}: AUC of each, the paired DeLong
+    test of AUC_a - AUC_b (difference, CI, z, p-value) and, with a patient column whose
+    patients have several cases, the patient-cluster bootstrap difference (CI and
+    p-value), which is then the reported ``difference`` because DeLong assumes
+    independent cases. ``operating_points``: list of {``metric``
+    ("sensitivity_at_specificity" | "specificity_at_sensitivity"), ``target`` (in
+    (0, 1]), ``score`` (default ``columns.score``), ``name`` (optional)}: the empirical
+    value with a (cluster) bootstrap percentile CI and the threshold that achieves it.
 ``deviations`` : list of str
     Deviations from the plan known before analysis; the evidence adds those found
     during analysis (e.g. no site column to stratify by).
@@ -60,7 +88,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from medlens._errors import ConfigError
 
-__all__ = ["AnalysisPlan", "Endpoint", "EVIDENCE_METRICS", "load_plan", "parse_plan"]
+__all__ = [
+    "AnalysisPlan",
+    "Comparison",
+    "EVIDENCE_METRICS",
+    "Endpoint",
+    "OperatingPoint",
+    "load_plan",
+    "parse_plan",
+]
 
 EVIDENCE_METRICS = (
     "sensitivity",
@@ -96,6 +132,15 @@ class Columns(_Section):
     split: str | None = AUTO
     status: str | None = AUTO
     cohorts: list[str] | None = None
+    score_pattern: str = "prob_{class}"
+    label_pattern: str = "label_{class}"
+
+    @model_validator(mode="after")
+    def _patterns(self) -> Columns:
+        for key in ("score_pattern", "label_pattern"):
+            if getattr(self, key).count("{class}") != 1:
+                raise ValueError(f"{key} must contain '{{class}}' exactly once")
+        return self
 
 
 class BootstrapSettings(_Section):
@@ -160,20 +205,68 @@ class Subgroups(_Section):
     multiplicity: Literal["holm", "bh", "none"] = "holm"
 
 
+class Comparison(_Section):
+    score_a: str
+    score_b: str
+    name: str | None = None
+
+    @model_validator(mode="after")
+    def _different(self) -> Comparison:
+        if self.score_a == self.score_b:
+            raise ValueError(f"score_a and score_b are the same column {self.score_a!r}")
+        return self
+
+
+class OperatingPoint(_Section):
+    metric: Literal["sensitivity_at_specificity", "specificity_at_sensitivity"]
+    target: float = Field(gt=0, le=1)
+    score: str | None = None
+    name: str | None = None
+
+
+class Secondary(_Section):
+    comparisons: list[Comparison] = []
+    operating_points: list[OperatingPoint] = []
+
+
 class AnalysisPlan(_Section):
     """A validated analysis plan (see the module docstring for the schema)."""
 
     version: Literal[1] = 1
     intended_use: str = ""
     columns: Columns = Columns()
+    task: Literal["binary", "multiclass", "multilabel"] = "binary"
     score_type: Literal["probability", "logit"] = "probability"
-    classes: list[Any] | None = Field(default=None, min_length=2, max_length=2)
+    classes: list[Any] | None = Field(default=None, min_length=2)
     analysis: AnalysisSettings = AnalysisSettings()
     threshold: ThresholdRule = ThresholdRule()
     primary_endpoints: list[Endpoint] = []
     secondary_endpoints: list[Endpoint] = []
     subgroups: Subgroups = Subgroups()
+    secondary: Secondary = Secondary()
     deviations: list[str] = []
+
+    @model_validator(mode="after")
+    def _task(self) -> AnalysisPlan:
+        if self.task == "binary":
+            if self.classes is not None and len(self.classes) != 2:
+                raise ValueError(
+                    f"classes: a binary task has exactly 2 classes [negative, positive]; got {len(self.classes)}"
+                )
+            return self
+        if self.classes is not None:
+            names = [str(c) for c in self.classes]
+            if len(set(names)) != len(names):
+                raise ValueError(f"classes must be distinct; got {names}")
+        if self.threshold.rule != "fixed":
+            raise ValueError(
+                f"threshold.rule {self.threshold.rule!r} is for binary tasks; task {self.task!r} needs rule 'fixed'"
+            )
+        if self.analysis.calibration.recalibration != "none":
+            raise ValueError(f"recalibration is for binary tasks, not {self.task!r}")
+        if self.secondary.comparisons or self.secondary.operating_points:
+            raise ValueError(f"secondary analyses are for binary tasks, not {self.task!r}")
+        return self
 
     def canonical_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))

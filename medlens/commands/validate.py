@@ -20,6 +20,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     q = p.add_argument_group(
         "quick mode (without --plan; override the plan's columns when given with it)"
     )
+    q.add_argument(
+        "--task",
+        choices=("binary", "multiclass", "multilabel"),
+        help="binary (default) | multiclass (label = class name, prob_<class> columns) | "
+        "multilabel (label_<name> and prob_<name> columns); see configs/plan.yaml",
+    )
     q.add_argument("--label-col", help="label column (default 'label')")
     q.add_argument("--score-col", help="score column (default 'score')")
     q.add_argument("--patient-col", help="patient id column (default 'patient_key' if present)")
@@ -73,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
     ):
         if getattr(args, attr):
             cols[key] = getattr(args, attr)
+    if args.task:
+        raw["task"] = args.task
     if args.cohort_col:
         cols["cohorts"] = args.cohort_col
         raw["subgroups"]["columns"] = None
@@ -108,6 +116,12 @@ def run(args: argparse.Namespace) -> int:
             f"medlens validate: {len(undefined)} metric values are undefined (e.g. {undefined[0].message}); "
             "they are null with a note in evidence.json",
             file=sys.stderr,
+        )
+    if report.task != "binary":
+        print(
+            f"medlens validate: {report.task}, classes {', '.join(report.classes or ())}; "
+            "metrics are macro averages, per class in overall.per_class",
+            file=sys.stdout,
         )
     print(
         f"medlens validate: {report.overall.n} cases analysed; verdict: {verdict}; evidence: {paths['evidence']}",

@@ -91,3 +91,36 @@ def test_bad_input_is_one_line_error(tmp_path, pred_csv, capsys):
     assert rc == 2
     err = capsys.readouterr().err
     assert "no column 'prob'" in err and "'case_id'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_validate_multiclass_quick_mode(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 3, 90)
+    p = rng.dirichlet(np.ones(3), 90) * 0.5 + 0.5 * np.eye(3)[y]
+    frame = pd.DataFrame({"case_id": range(90), "label": np.array(["x", "y", "z"])[y]})
+    for j, c in enumerate("xyz"):
+        frame[f"prob_{c}"] = p[:, j]
+    path = tmp_path / "mc.csv"
+    frame.to_csv(path, index=False)
+    out = tmp_path / "out"
+    args = ["validate", str(path), "--task", "multiclass", "--replicates", "50", "--out", str(out)]
+    assert main(args) == 0
+    ev = json.loads((out / "evidence.json").read_text())
+    assert ev["overall"]["task"] == "multiclass" and set(ev["overall"]["per_class"]) == set("xyz")
+    assert ev["plan"]["definition"]["task"] == "multiclass"
+
+
+def test_validate_secondary_from_plan(tmp_path, pred_csv):
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(
+        "version: 1\nanalysis:\n  bootstrap: {replicates: 50}\n  calibration: {null_simulations: 20}\n"
+        "secondary:\n  operating_points:\n    - {metric: sensitivity_at_specificity, target: 0.8}\n"
+    )
+    out = tmp_path / "o"
+    assert main(["validate", str(pred_csv), "--plan", str(plan), "--out", str(out)]) == 0
+    ev = json.loads((out / "evidence.json").read_text())
+    op = ev["secondary"]["operating_points"]["sensitivity_at_specificity_0.8"]
+    assert op["ci_low"] <= op["estimate"] <= op["ci_high"]

@@ -54,3 +54,9 @@ def test_unreadable_plan(tmp_path):
     bad.write_text("a: [1, 2\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_plan(bad)
+
+
+def test_example_plan_documents_the_new_sections():
+    plan, _ = load_plan(REPO / "configs" / "plan.yaml")
+    assert plan.task == "binary" and plan.columns.score_pattern == "prob_{class}"
+    assert plan.secondary.comparisons == [] and plan.secondary.operating_points == []
