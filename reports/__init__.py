@@ -34,6 +34,15 @@ from ._case_report import (
 )
 from ._dicom_sc import SourceReference, write_secondary_capture
 from ._identifiers import Finding, markers_from_dataset, scan_for_identifiers
+from ._overlay import (
+    DISPLAY_PERCENTILE,
+    display_limit,
+    method_panel,
+    overlay_figure,
+    save_png,
+    top_region,
+    window_scan,
+)
 from ._pdf import (
     PdfContext,
     badge,
@@ -58,6 +67,7 @@ __all__ = [
     "CASE_CAVEATS",
     "CaseInput",
     "CaseMap",
+    "DISPLAY_PERCENTILE",
     "EvidenceBundle",
     "Finding",
     "PdfContext",
@@ -71,6 +81,7 @@ __all__ = [
     "build_pdf",
     "case_report_story",
     "data_table",
+    "display_limit",
     "dumps_json",
     "figure",
     "figure_png",
@@ -79,7 +90,9 @@ __all__ = [
     "key_value_table",
     "make_report_id",
     "markers_from_dataset",
+    "method_panel",
     "nonfinite_pointers",
+    "overlay_figure",
     "page_break",
     "paragraph",
     "pdf_metadata",
@@ -90,13 +103,16 @@ __all__ = [
     "render_case_reports",
     "render_heatmap_overlay",
     "render_pdf",
+    "save_png",
     "scan_for_identifiers",
     "sha256_bytes",
     "sha256_file",
     "sha256_json",
     "spacer",
     "to_jsonable",
+    "top_region",
     "utc_timestamp",
+    "window_scan",
     "write_bundle",
     "write_case_reports",
     "write_json",

@@ -1,5 +1,155 @@
-"""medlens.xai: explainers behind one API, and explanation-quality checks."""
+"""medlens.xai: explainers behind one API, and checks of whether their maps can be trusted.
+
+>>> from medlens.xai import get_explainer
+>>> result = get_explainer("gradcam", model, head=head).explain(images)
+>>> result.maps.shape  # (N, T, H, W): one map per image and target
+
+Every method is registered by name (:func:`list_explainers`); all return a frozen
+:class:`ExplanationResult`.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from ._base import (
+    CostPlan,
+    Explainer,
+    ExplanationResult,
+    explainer_class,
+    get_explainer,
+    list_explainers,
+)
+from ._baselines import BASELINES, make_baseline
+from ._cam import (
+    CamExplainer,
+    GradCamExplainer,
+    GradCamPlusPlusExplainer,
+    ScoreCamExplainer,
+    find_target_layer,
+)
+from ._faithfulness import (
+    DeletionInsertionResult,
+    RoadResult,
+    deletion_insertion,
+    noisy_linear_imputation,
+    road,
+)
+from ._gradient import (
+    DeepLiftExplainer,
+    GradientExplainer,
+    GradientShapExplainer,
+    GuidedBackpropExplainer,
+    InputXGradientExplainer,
+    IntegratedGradientsExplainer,
+    SaliencyExplainer,
+)
+from ._lime import LimeExplainer, slic_segments
+from ._localisation import (
+    LocalisationResult,
+    energy_pointing_game,
+    localisation_scores,
+    map_mask_auc,
+    pointing_game,
+    relevance_mass_accuracy,
+    relevance_rank_accuracy,
+    top_k_iou,
+)
+from ._occlusion import OcclusionExplainer
+from ._randomisation import (
+    MAPS_INDEPENDENT_OF_WEIGHTS,
+    SANITY_SPEARMAN_THRESHOLD,
+    RandomisedModel,
+    SanityCheckResult,
+    randomisable_layers,
+    randomised_models,
+    sanity_check,
+)
+from ._robustness import (
+    MaxSensitivityResult,
+    max_sensitivity,
+)
+from ._run import explain_cases, result_to_json, save_result
+from ._shap import ShapExplainer
+from ._shortcut import (
+    CASE_SHARE_THRESHOLD,
+    COHORT_DIFFERENCE_THRESHOLD,
+    COHORT_P_THRESHOLD,
+    AttributionShares,
+    ShortcutAudit,
+    attribution_shares,
+    region_masks,
+    shortcut_audit,
+)
+from ._similarity import (
+    MethodAgreement,
+    method_agreement,
+    rank_correlation,
+    ssim,
+    top_k_overlap,
+)
+from ._smoothgrad import SmoothGradExplainer
+
+__all__ = [
+    "AttributionShares",
+    "BASELINES",
+    "CASE_SHARE_THRESHOLD",
+    "COHORT_DIFFERENCE_THRESHOLD",
+    "COHORT_P_THRESHOLD",
+    "CamExplainer",
+    "CostPlan",
+    "DeepLiftExplainer",
+    "DeletionInsertionResult",
+    "Explainer",
+    "ExplanationResult",
+    "GradCamExplainer",
+    "GradCamPlusPlusExplainer",
+    "GradientExplainer",
+    "GradientShapExplainer",
+    "GuidedBackpropExplainer",
+    "InputXGradientExplainer",
+    "IntegratedGradientsExplainer",
+    "LimeExplainer",
+    "LocalisationResult",
+    "MAPS_INDEPENDENT_OF_WEIGHTS",
+    "MaxSensitivityResult",
+    "MethodAgreement",
+    "OcclusionExplainer",
+    "RandomisedModel",
+    "RoadResult",
+    "SANITY_SPEARMAN_THRESHOLD",
+    "SaliencyExplainer",
+    "SanityCheckResult",
+    "ScoreCamExplainer",
+    "ShapExplainer",
+    "ShortcutAudit",
+    "SmoothGradExplainer",
+    "attribution_shares",
+    "deletion_insertion",
+    "energy_pointing_game",
+    "explain_cases",
+    "explainer_class",
+    "find_target_layer",
+    "get_explainer",
+    "list_explainers",
+    "localisation_scores",
+    "make_baseline",
+    "map_mask_auc",
+    "max_sensitivity",
+    "method_agreement",
+    "noisy_linear_imputation",
+    "pointing_game",
+    "randomisable_layers",
+    "randomised_models",
+    "rank_correlation",
+    "region_masks",
+    "relevance_mass_accuracy",
+    "relevance_rank_accuracy",
+    "result_to_json",
+    "road",
+    "sanity_check",
+    "save_result",
+    "shortcut_audit",
+    "slic_segments",
+    "ssim",
+    "top_k_iou",
+    "top_k_overlap",
+]
