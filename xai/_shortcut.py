@@ -364,7 +364,8 @@ def shortcut_audit(
     Zech J.R. et al. (2018). PLOS Medicine 15(11).
     """
     import pandas as pd
-    from statsmodels.stats.multitest import multipletests
+
+    from ..validation import adjust_pvalues
 
     func = "shortcut_audit"
     if not isinstance(shares, AttributionShares):
@@ -434,11 +435,7 @@ def shortcut_audit(
             "p_value",
         ],
     )
-    p_adj = np.full(len(table), np.nan)
-    ok = np.isfinite(table["p_value"].to_numpy(dtype=float))
-    if ok.any():
-        p_adj[ok] = multipletests(table["p_value"].to_numpy(dtype=float)[ok], method="holm")[1]
-    table["p_adjusted"] = p_adj
+    table["p_adjusted"] = adjust_pvalues(table["p_value"].to_numpy(dtype=float), method="holm")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         table["flagged"] = (table["p_adjusted"] < p_threshold) & (

@@ -1,0 +1,170 @@
+"""``medlens audit``: explanation-quality audit of the test split (sanity, faithfulness,
+localisation, robustness, shortcut per cohort, trust cards); writes
+``DIR/explanation_audit.json``, CSV tables and PNG figures."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+HELP = "audit explanation quality on the test split and look for shortcuts per cohort"
+NO_OK_CASES = "no readable case in the test split; nothing to audit"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("audit", help=HELP, description=HELP + ".")
+    p.add_argument("--config", required=True, help="medlens config YAML")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=["gradcam", "integrated_gradients", "saliency"],
+        help="explanation methods (default: gradcam integrated_gradients saliency)",
+    )
+    p.add_argument("--max-cases", type=int, default=200, help="cases sampled (default 200)")
+    p.add_argument("--seed", type=int, default=0, help="sampling and randomisation seed")
+    p.set_defaults(run=run)
+
+
+def _json(audit) -> dict:
+    from medlens.xai._trust import trust_label
+
+    out: dict = {"params": audit.params, "n_cases": len(audit.cases), "methods": {}}
+    for m, a in audit.audits.items():
+        out["methods"][m] = {
+            "evaluations": a.evaluations,
+            "sanity": {
+                "passed": a.sanity.passed,
+                "verdict": a.sanity.verdict,
+                "layers": list(a.sanity.layers),
+                "median_spearman": a.sanity.median_spearman.tolist(),
+                "threshold": a.sanity.threshold,
+                "n_cases": int(a.sanity.spearman.shape[1]),
+            },
+            "faithfulness": {
+                k: float(getattr(a.faithfulness, k).mean())
+                for k in (
+                    "deletion_auc",
+                    "insertion_auc",
+                    "deletion_auc_random",
+                    "insertion_auc_random",
+                )
+            },
+            "localisation": None
+            if a.localisation is None
+            else {
+                **{
+                    k: float(v)
+                    for k, v in a.localisation.to_frame().drop(columns="case").mean().items()
+                },
+                "n_cases": int(len(a.localisation_cases)),
+            },
+            "max_sensitivity": {
+                "mean": float(a.sensitivity.values.mean()),
+                "n_cases": int(len(a.sensitivity.values)),
+                "radius": a.sensitivity.radius,
+            },
+            "shortcut": {
+                "note": a.shares.note,
+                "flagged_cohorts": [
+                    {"cohort": c, "value": v, "region": r, "rule": rule}
+                    for c, v, r, rule in a.flagged_cohorts
+                ],
+                "examples": a.examples.to_dict(orient="records"),
+            },
+            "trust": {
+                "n_trusted": sum(c.trusted for c in a.trust),
+                "n_cases": len(a.trust),
+                "cards": [{**c.to_dict(), "label": trust_label(c)} for c in a.trust],
+            },
+        }
+    if audit.agreement is not None:
+        out["agreement"] = audit.agreement.to_frame().to_dict(orient="records")
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from medlens._pipeline import STATUS_OK, load_cases, predict_cases, select_split
+    from medlens.config import load_config
+    from medlens.model import load_model
+    from medlens.reports._atomic import atomic_write_bytes
+    from medlens.reports._audit_figures import (
+        cohort_share_figure,
+        deletion_insertion_figure,
+        sanity_figure,
+    )
+    from medlens.reports._bundle import write_json
+    from medlens.xai._audit import mask_to_input, run_audit
+
+    cfg = load_config(args.config)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = select_split(load_cases(cfg).table, cfg, cfg.data.test_split)
+    model = load_model(cfg.model, preprocess=cfg.preprocess)
+    scored, images = predict_cases(table, cfg, model)
+    ok = [i for i in range(len(scored)) if scored.at[i, "status"] == STATUS_OK]
+    if not ok:
+        from medlens._errors import InputDataError
+
+        raise InputDataError(NO_OK_CASES)
+    scored = scored.iloc[ok].reset_index(drop=True)
+    x, geoms = model.preprocess.batch([images[i] for i in ok])
+
+    def masks(column):
+        if column not in scored.columns or scored[column].isna().all():
+            return None
+        return [
+            None if not isinstance(p, str) else mask_to_input(np.load(p), g)
+            for p, g in zip(scored[column], geoms, strict=True)
+        ]
+
+    scored.index = scored["case_id"].astype(str)
+    cols = [c for c in cfg.data.cohort_columns if c in scored.columns]
+    audit = run_audit(
+        model,
+        x,
+        scored,
+        methods=tuple(args.methods),
+        anatomy_masks=masks("anatomy_mask"),
+        lesion_masks=masks("lesion_mask"),
+        cohort_columns=cols,
+        max_cases=args.max_cases,
+        seed=args.seed,
+        batch_size=cfg.model.batch_size,
+        stream=sys.stdout,
+    )
+    write_json(out / "explanation_audit.json", _json(audit))
+    for m, a in audit.audits.items():
+        shares = a.shares.to_frame()
+        shares["case"] = list(audit.cases.index)
+        shares.to_csv(out / f"shares_{m}.csv", index=False)
+        import pandas as pd
+
+        pd.concat([s.table.assign(region=r) for r, s in a.shortcut.items()]).to_csv(
+            out / f"shortcut_cohorts_{m}.csv", index=False
+        )
+        a.case_rates.to_csv(out / f"shortcut_case_rates_{m}.csv", index=False)
+        a.examples.to_csv(out / f"shortcut_examples_{m}.csv", index=False)
+        a.sanity.to_frame().to_csv(out / f"sanity_{m}.csv", index=False)
+        f = a.faithfulness.to_frame()
+        f["case"] = list(audit.cases.index)
+        f.to_csv(out / f"faithfulness_{m}.csv", index=False)
+        pd.DataFrame([c.to_dict() for c in a.trust]).to_csv(out / f"trust_{m}.csv", index=False)
+        # show the region behind the first flag, else the primary region
+        region = a.flagged_cohorts[0][2] if a.flagged_cohorts else a.shares.primary
+        atomic_write_bytes(out / f"cohort_share_{m}.png", cohort_share_figure(audit, m, region))
+    atomic_write_bytes(out / "deletion_insertion.png", deletion_insertion_figure(audit))
+    atomic_write_bytes(out / "sanity.png", sanity_figure(audit))
+    print(f"audited {len(audit.cases)} cases with {', '.join(audit.methods)}")
+    for m, a in audit.audits.items():
+        flags = ", ".join(f"{c}={v}" for c, v in a.flagged_values) or "none"
+        print(
+            f"{m}: sanity {'passes' if a.sanity.passed else 'FAILS'}; trusted maps "
+            f"{sum(c.trusted for c in a.trust)}/{len(a.trust)}; flagged cohorts: {flags}; "
+            f"model evaluations: {a.evaluations['total']}"
+        )
+    print(f"wrote {out / 'explanation_audit.json'}")
+    return 0
