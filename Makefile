@@ -10,8 +10,10 @@ $(STAMP): pyproject.toml scripts/bootstrap.sh
 
 install: $(STAMP)
 
+# the demo writes ./medlens-demo afresh each time (it is the demo's own output folder)
 demo: $(STAMP)
-	$(VENV)/bin/medlens demo
+	rm -rf medlens-demo
+	$(VENV)/bin/medlens demo --out medlens-demo
 
 # pytest exit 5 (no test collected) counts as a failure.
 test: $(STAMP)

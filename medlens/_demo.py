@@ -9,6 +9,7 @@ console.
 
 from __future__ import annotations
 
+import io
 import math
 import sys
 import time
@@ -40,6 +41,7 @@ __all__ = [
 DEMO_SEED = 0
 DEMO_N_PATIENTS = 300
 DEMO_IMAGE_SIZE = 128
+DEMO_AUDIT_METHODS = ("gradcam",)
 MODEL_FILES = {True: "demo_model.pt", False: "demo_model_noshortcut.pt"}
 PREDICTION_COLUMNS = (
     "case_id",
@@ -135,6 +137,20 @@ class DemoResult:
     n_skipped: int
     test_auc: float
     seconds: float
+    report_pdf: Path | None = None
+    case_report_pdf: Path | None = None
+    audit_dir: Path | None = None
+    verdict: str | None = None
+    flagged: tuple[str, ...] = ()
+
+
+def _flagged(audit: dict) -> tuple[str, ...]:
+    """'method: column=value' for every cohort the explanation audit flagged."""
+    return tuple(
+        f"{method}: {f['cohort']}={f['value']}"
+        for method, rec in sorted(audit["methods"].items())
+        for f in rec["shortcut"]["flagged_cohorts"]
+    )
 
 
 def _check_demo_args(n_patients: Any, seed: Any, image_size: Any) -> None:
@@ -155,6 +171,7 @@ def run_demo(
     seed: int = DEMO_SEED,
     image_size: int = DEMO_IMAGE_SIZE,
     progress: bool = True,
+    report: bool = True,
     stream: IO[str] | None = None,
 ) -> DemoResult:
     """Build the synthetic cohort, predict its test split with the demo model, write CSVs.
@@ -180,6 +197,10 @@ def run_demo(
         Rows = columns of the generated images.
     progress : bool
         Show progress bars (stderr).
+    report : bool
+        Go on after ``predictions.csv``: explanation audit of the test split
+        (``audit/``), validation against the packaged analysis plan, evidence bundle,
+        regulatory report and clinician case reports (``run/``).
     stream : text stream, optional
         Where the summary is printed (default stdout).
 
@@ -233,6 +254,28 @@ def run_demo(
     )
 
     scored = test[test["status"] == STATUS_OK]
+    run = None
+    if report:
+        from ._run import run_pipeline
+        from .commands.audit import audit_to_folder
+
+        audit = audit_to_folder(
+            cfg,
+            root / "audit",
+            methods=DEMO_AUDIT_METHODS,
+            max_cases=None,
+            seed=seed,
+            stream=io.StringIO(),
+        )
+        run = run_pipeline(
+            cfg,
+            _data_file("demo_plan.yaml"),
+            root / "run",
+            gallery=2,
+            audit=audit,
+            title="medlens demo: synthetic chest radiographs",
+            progress=progress,
+        )
     labels = scored["label"].to_numpy()
     auc = roc_auc(labels, scored["score"].to_numpy())
     seconds = time.perf_counter() - start
@@ -251,6 +294,11 @@ def run_demo(
         n_skipped=len(skipped_rows),
         test_auc=auc,
         seconds=seconds,
+        report_pdf=None if run is None else run.report_pdf,
+        case_report_pdf=None if run is None else run.case_report_pdf,
+        audit_dir=None if run is None else root / "audit",
+        verdict=None if run is None else run.verdict,
+        flagged=() if run is None else _flagged(audit),
     )
     _print_summary(result, cohort, skipped_rows, failed, labels, out)
     return result
@@ -298,5 +346,13 @@ def _print_summary(
             f"  test AUC     {result.test_auc:.3f}  (sanity check; {n_pos} positive / "
             f"{len(labels) - n_pos} negative)"
         )
+    if result.report_pdf is not None:
+        flags = "; ".join(result.flagged) or "none"
+        lines += [
+            f"  audit        {result.audit_dir}  (shortcut flags: {flags})",
+            f"  verdict      {result.verdict} (analysis plan: acceptance on the 95 % CI bound)",
+            f"  case report  {result.case_report_pdf}",
+            f"  report       {result.report_pdf}",
+        ]
     lines.append(f"  time         {result.seconds:.1f} s")
     print("\n".join(lines), file=out)

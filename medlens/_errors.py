@@ -19,7 +19,9 @@ __all__ = [
 ]
 
 PARAM_ERROR = "The {name!r} parameter of {func} must be {expected}. Got {got!r} instead."
-MISSING_EXTRA = "{feature} needs the optional package {package!r}; install it with: pip install {install}"
+MISSING_EXTRA = (
+    "{feature} needs the optional package {package!r}; install it with: pip install {install}"
+)
 
 
 class MedlensError(ValueError):

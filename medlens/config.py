@@ -69,7 +69,9 @@ class DataConfig(_Section):
         if (self.manifest is None) == (self.dicom_dir is None):
             raise ValueError("give exactly one of 'manifest' (a CSV) or 'dicom_dir' (a folder)")
         if self.labels is not None and self.dicom_dir is None:
-            raise ValueError("'labels' is joined onto a 'dicom_dir' scan; a manifest has its own labels")
+            raise ValueError(
+                "'labels' is joined onto a 'dicom_dir' scan; a manifest has its own labels"
+            )
         return self
 
 

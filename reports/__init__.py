@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 from ._atomic import atomic_output, atomic_write_bytes, atomic_write_text
+from ._audit_figures import (
+    cohort_share_figure,
+    deletion_insertion_figure,
+    sanity_figure,
+)
 from ._bundle import (
     BUNDLE_FILE,
     BUNDLE_PARTS,
@@ -60,6 +65,20 @@ from ._pdf import (
     render_pdf,
     spacer,
 )
+from ._regulatory import (
+    GUIDELINE_MAP,
+    fmt,
+    fmt_ci,
+    regulatory_story,
+    write_regulatory_report,
+)
+from ._report_figures import (
+    flow_figure,
+    forest_figure,
+    pr_figure,
+    reliability_figure,
+    roc_figure,
+)
 
 __all__ = [
     "BUNDLE_FILE",
@@ -70,6 +89,7 @@ __all__ = [
     "DISPLAY_PERCENTILE",
     "EvidenceBundle",
     "Finding",
+    "GUIDELINE_MAP",
     "PdfContext",
     "SCHEMA_VERSION",
     "SourceReference",
@@ -80,11 +100,17 @@ __all__ = [
     "badge",
     "build_pdf",
     "case_report_story",
+    "cohort_share_figure",
     "data_table",
+    "deletion_insertion_figure",
     "display_limit",
     "dumps_json",
     "figure",
     "figure_png",
+    "flow_figure",
+    "fmt",
+    "fmt_ci",
+    "forest_figure",
     "heading",
     "image",
     "key_value_table",
@@ -97,12 +123,17 @@ __all__ = [
     "paragraph",
     "pdf_metadata",
     "pdf_styles",
+    "pr_figure",
     "provenance",
     "read_bundle",
     "read_json",
+    "regulatory_story",
+    "reliability_figure",
     "render_case_reports",
     "render_heatmap_overlay",
     "render_pdf",
+    "roc_figure",
+    "sanity_figure",
     "save_png",
     "scan_for_identifiers",
     "sha256_bytes",
@@ -116,5 +147,6 @@ __all__ = [
     "write_bundle",
     "write_case_reports",
     "write_json",
+    "write_regulatory_report",
     "write_secondary_capture",
 ]

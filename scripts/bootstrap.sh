@@ -4,6 +4,7 @@
 # - torch: where a local CPU wheel is on disk (as on the project's build machines) it is
 #   installed first so pip does not fetch a multi-GB CUDA build; everywhere else pip installs
 #   the normal torch for the platform. Override with TORCH_SPEC, e.g. TORCH_SPEC="torch==2.5.1".
+#   A torch already in the venv is kept (pinned while the rest installs).
 # - Debian tools used by some tests (dciodvfy, pdftoppm, qpdf) are installed when apt-get is
 #   available and we are root; otherwise those tests skip and say why.
 set -euo pipefail
@@ -26,7 +27,15 @@ elif ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   fi
 fi
 
-"${PIP[@]}" install -q -e ".[dev]"
+# Keep whatever torch is now installed: without this, a dependency that wants a newer
+# torch (e.g. torchvision via the test-only grad-cam) would replace a CPU build with a
+# multi-GB CUDA one.
+constraints=$(mktemp)
+trap 'rm -f "$constraints"' EXIT
+if torch_version=$("$VENV/bin/python" -c "import torch; print(torch.__version__)" 2>/dev/null); then
+  echo "torch==$torch_version" > "$constraints"
+fi
+"${PIP[@]}" install -q -c "$constraints" -e ".[dev]"
 
 need=()
 command -v dciodvfy >/dev/null || need+=(dicom3tools)

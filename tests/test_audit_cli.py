@@ -25,8 +25,7 @@ def test_audit_cli_writes_json_csv_png(tmp_path, capsys):
             "--out",
             str(out),
             "--methods",
-            "gradcam",
-            "saliency",
+            "gradcam,saliency",
             "--max-cases",
             "12",
         ]

@@ -28,7 +28,9 @@ def test_medlens_error_is_one_line_exit_2(monkeypatch, capsys):
         sub = parser.add_subparsers(dest="command")
 
         def run(args):
-            raise InputDataError("expected a column 'label'; found: case_id, score", source="preds.csv")
+            raise InputDataError(
+                "expected a column 'label'; found: case_id, score", source="preds.csv"
+            )
 
         sub.add_parser("boom").set_defaults(run=run)
         return parser

@@ -104,6 +104,16 @@ def test_demo_writes_predictions_for_the_test_split(demo_run):
         assert needle in cap["out"]
     auc = roc_auc_score(pred["label"], pred["score"])
     assert f"test AUC     {auc:.3f}" in cap["out"]
+    # the full job: explanation audit, validation against the packaged plan, PDF reports
+    for produced in (
+        "audit/explanation_audit.json",
+        "run/bundle/evidence.json",
+        "run/report.pdf",
+        "run/case_reports.pdf",
+    ):
+        assert (out / produced).is_file(), produced
+    assert f"report       {out / 'run' / 'report.pdf'}" in cap["out"]
+    assert "verdict      " in cap["out"] and "shortcut flags:" in cap["out"]
 
 
 def test_demo_scores_equal_a_direct_prediction(demo_run):
@@ -124,7 +134,16 @@ def test_no_identifier_reaches_outputs_or_console(demo_run):
     assert len(identifiers) > 100
     texts = {
         name: (out / name).read_text()
-        for name in ("predictions.csv", "manifest.csv", "skipped.csv", "config.yaml")
+        for name in (
+            "predictions.csv",
+            "manifest.csv",
+            "skipped.csv",
+            "config.yaml",
+            "audit/explanation_audit.json",
+            "run/bundle/evidence.json",
+            "run/bundle/cases.json",
+            "run/bundle/bundle.json",
+        )
     }
     texts["stdout"], texts["stderr"] = cap["out"], cap["err"]
     for name, text in texts.items():

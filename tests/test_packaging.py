@@ -5,11 +5,11 @@ from __future__ import annotations
 import importlib
 import subprocess
 import sys
-import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBLIC_PACKAGES = [
@@ -71,14 +71,29 @@ def test_console_script_help():
 @pytest.mark.slow
 def test_wheel_installs_subpackages_only_under_medlens(tmp_path):
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(tmp_path), str(ROOT)],
-        check=True, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
     )
     (wheel,) = tmp_path.glob("medlens-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/")[0] for n in names}
-    assert top <= {"medlens", f"{wheel.name.split('-')[0]}-{wheel.name.split('-')[1]}.dist-info"}, top
+    assert top <= {"medlens", f"{wheel.name.split('-')[0]}-{wheel.name.split('-')[1]}.dist-info"}, (
+        top
+    )
     for sub in ("xai", "validation", "reports"):
         assert f"medlens/{sub}/__init__.py" in names
-    assert "medlens/data/demo_model.pt" in names or not (ROOT / "medlens/data/demo_model.pt").exists()
+    assert (
+        "medlens/data/demo_model.pt" in names or not (ROOT / "medlens/data/demo_model.pt").exists()
+    )

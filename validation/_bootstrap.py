@@ -10,20 +10,28 @@ sampled patient indices), and every statistic is a function of weighted sums:
 * threshold metrics, Brier score and ECE: per-patient sufficient statistics
   (tp, fp, tn, fn, squared error, per-bin sum of score - label) for each cohort value;
   a block of replicates is one dense matrix product ``W[:, patients] @ D``.
-* AUC and average precision: rows are sorted once per cohort value; scores are
-  compressed to "blocks" between consecutive distinct positive scores, so that each
-  replicate needs one weighted ``bincount`` and two cumulative sums (no re-sorting).
+* AUC and average precision: rows are sorted once per cohort value into "levels" (one
+  per distinct positive score) and counted per level and patient in sparse matrices; a
+  block of replicates is two sparse products with the integer weights, cumulative sums
+  over levels and dot products, exact in integers up to the final divisions (no
+  re-sorting, no per-row work per replicate; see ``_RankLayout``).
 
 Replicates are generated in fixed-size blocks, each from its own child of
 ``np.random.SeedSequence(seed)``, so the result depends only on the data and the seed.
+The next block is drawn in a background thread while the current one is used, and the
+rank kernel runs on one thread per available CPU (scipy's sparse products and NumPy's
+large array operations release the GIL); results do not depend on the threading.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import sparse
 
 from medlens._errors import param_error
 
@@ -44,7 +52,8 @@ ADDITIVE_METRICS = (
 )
 RANK_METRICS = ("auc", "average_precision")
 _WEIGHT_BUDGET = 1 << 25  # floats per block of replicate weights (256 MB as float64)
-_ROW_BUDGET = 1 << 24  # floats per block of row weights in the rank kernel
+_RANK_BLOCK = 16  # replicates per sparse product in the rank kernel
+_LEVEL_CHUNK = 1 << 12  # levels per chunk of the rank kernel (working set in cache)
 _NARROW = 45  # columns of D up to which W^T @ D is the faster product
 _DENSE_BUDGET = 1 << 29  # bytes of one partition's per-cluster statistics (512 MB)
 
@@ -67,6 +76,14 @@ class BootstrapReplicates:
     n_strata: int
     seed: int
     values: dict[tuple[str, str], dict[str, np.ndarray]]
+
+
+def _n_threads() -> int:
+    """CPUs this process may use (threads of the rank-metric kernel)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def _block_size(n_clusters: int) -> int:
@@ -98,13 +115,13 @@ def _weight_blocks(strata: np.ndarray, n_replicates: int, seed: int) -> Iterator
         rng = np.random.Generator(np.random.PCG64(child))
         bb = min(b, n_replicates - done)
         wt = np.empty((n, bb), dtype=np.float64)
-        replicate = np.arange(bb, dtype=np.int64)[:, None]
         for start, k in zip(first.tolist(), sizes.tolist(), strict=True):
-            # draw k clusters with replacement for each replicate; count them cluster-major
+            # draw k clusters with replacement for each replicate and count them in one
+            # bincount, replicate-major (each replicate's counts stay in cache), then
+            # store them cluster-major
             draws = rng.integers(0, k, size=(bb, k), dtype=np.int64)
-            draws *= bb
-            draws += replicate
-            wt[start : start + k] = np.bincount(draws.ravel(), minlength=k * bb).reshape(k, bb)
+            draws += np.arange(0, bb * k, k, dtype=np.int64)[:, None]
+            wt[start : start + k] = np.bincount(draws.ravel(), minlength=k * bb).reshape(bb, k).T
         if not contiguous:
             unsorted = np.empty_like(wt)
             unsorted[order] = wt
@@ -140,61 +157,135 @@ def _additive_metrics(r: np.ndarray, nb: int) -> dict[str, np.ndarray]:
 
 
 class _RankLayout:
-    """Block ids per row for the AUC / AP kernel of one partition (see module doc)."""
+    """Sparse layout of the AUC / AP kernel for one partition (see module doc).
 
-    def __init__(self, y: np.ndarray, s: np.ndarray, codes: np.ndarray, n_values: int) -> None:
+    Rows of each cohort value are placed in "levels": the distinct positive scores of
+    that value in descending order, ``u_0 > u_1 > ... > u_{k-1}``, plus one level ``k``
+    for scores below all of them. A positive at ``u_a`` goes to level ``a``; a negative
+    with ``u_a <= s < u_{a-1}`` goes to level ``a`` too (and when ``s == u_a`` it is also
+    a tie of level ``a``). Two sparse (levels x clusters) matrices count the positive and
+    the negative rows of each cluster per level, so that their products with a block of
+    integer replicate weights (clusters x b) give the weighted counts ``p_a`` and
+    ``n_a`` of every level, exactly, and cumulative sums give ``TP(a)`` and ``FP(a)``,
+    the positive and negative weight with score ``>= u_a``. Per value and replicate, with
+    ``A`` the positive and ``N`` the negative weight:
+
+    * ``2 A N AUC = 2 A N - 2 sum_a p_a FP(a) + sum_a p_a tie_a``, an integer (``tie_a``
+      is the negative weight tied at ``u_a``), so the final division is the only
+      rounding and the result equals the Mann-Whitney statistic of the weighted rows;
+    * ``A AP = sum_a p_a TP(a) / (TP(a) + FP(a))``, the precision at each distinct
+      positive score, as in ``sklearn.metrics.average_precision_score``.
+
+    Levels are processed in chunks of ``_LEVEL_CHUNK`` that do not cross values (so that
+    the working set stays in cache), carrying the running sums from chunk to chunk.
+    """
+
+    def __init__(
+        self,
+        y: np.ndarray,
+        s: np.ndarray,
+        codes: np.ndarray,
+        n_values: int,
+        clusters: np.ndarray,
+        n_clusters: int,
+        dtype: type[np.signedinteger],
+    ) -> None:
         n = y.size
-        ids = np.empty(n, dtype=np.int64)
-        starts, sizes = [], []
-        offset = 0
+        level = np.empty(n, dtype=np.int64)  # global level of each row
+        offsets = np.zeros(n_values + 1, dtype=np.int64)
+        empty = np.zeros(0, dtype=np.int64)
+        tie_pos_rows, tie_neg_rows, tie_pos_lev, tie_neg_lev = [empty], [empty], [empty], [empty]
         for v in range(n_values):
             rows = np.flatnonzero(codes == v)
             yv, sv = y[rows], s[rows]
             u = np.unique(sv[yv == 1])[::-1]  # distinct positive scores, descending
             k = u.size
-            # number of positive levels strictly greater than s (u is descending)
-            above = np.searchsorted(-u, -sv, side="left")
-            tied = np.zeros(rows.size, dtype=bool)
+            above = np.searchsorted(-u, -sv, side="left")  # positive levels > s
+            level[rows] = offsets[v] + above
+            offsets[v + 1] = offsets[v] + k + 1
             inside = above < k
-            tied[inside] = u[above[inside]] == sv[inside]
-            # layout per value: [pos 0..k] [negstrict 0..k] [negtie 0..k]  (3 (k+1) slots)
-            size = k + 1
-            local = np.where(yv == 1, above, np.where(tied, 2 * size + above, size + above))
-            ids[rows] = offset + local
-            starts.append(offset)
-            sizes.append(size)
-            offset += 3 * size
-        self.ids = ids
-        self.starts = np.asarray(starts, dtype=np.int64)
-        self.sizes = np.asarray(sizes, dtype=np.int64)
-        self.length = offset
-
-    def metrics(self, wrows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """AUC and AP per replicate and value: two arrays of shape (b, n_values)."""
-        b = wrows.shape[0]
-        flat = (self.ids[None, :] + (np.arange(b, dtype=np.int64) * self.length)[:, None]).ravel()
-        m = np.bincount(flat, weights=wrows.ravel(), minlength=b * self.length).reshape(
-            b, self.length
+            tied = np.zeros(rows.size, dtype=bool)
+            tied[inside] = (u[above[inside]] == sv[inside]) & (yv[inside] == 0)
+            tie_levels = np.unique(above[tied])
+            pos_at = (yv == 1) & np.isin(above, tie_levels)
+            tie_neg_rows.append(rows[tied])
+            tie_neg_lev.append(offsets[v] + above[tied])
+            tie_pos_rows.append(rows[pos_at])
+            tie_pos_lev.append(offsets[v] + above[pos_at])
+        self.offsets = offsets
+        self.n_values = n_values
+        shape = (int(offsets[-1]), n_clusters)
+        isp = y == 1
+        positives = sparse.csr_matrix(
+            (np.ones(int(isp.sum()), dtype), (level[isp], clusters[isp])), shape=shape
         )
-        nv = self.starts.size
-        auc = np.empty((b, nv))
-        ap = np.empty((b, nv))
+        negatives = sparse.csr_matrix(
+            (np.ones(n - int(isp.sum()), dtype), (level[~isp], clusters[~isp])), shape=shape
+        )
+        positives.sum_duplicates()
+        negatives.sum_duplicates()
+        # chunks of levels that do not cross values: (positives, negatives, value, first)
+        self.chunks = []
+        for v in range(n_values):
+            for lo in range(int(offsets[v]), int(offsets[v + 1]), _LEVEL_CHUNK):
+                hi = min(lo + _LEVEL_CHUNK, int(offsets[v + 1]))
+                self.chunks.append((positives[lo:hi], negatives[lo:hi], v, lo == offsets[v]))
+        self.dtype = dtype
+        # ties: weighted positives and tied negatives of each tie level
+        t_neg = np.concatenate(tie_neg_lev)
+        self.tie_levels, t_neg_idx = np.unique(t_neg, return_inverse=True)
+        t_pos = np.searchsorted(self.tie_levels, np.concatenate(tie_pos_lev))
+        nt = self.tie_levels.size
+        self.tie_pos = sparse.csr_matrix(
+            (np.ones(t_pos.size, dtype), (t_pos, clusters[np.concatenate(tie_pos_rows)])),
+            shape=(nt, n_clusters),
+        )
+        self.tie_neg = sparse.csr_matrix(
+            (np.ones(t_neg.size, dtype), (t_neg_idx, clusters[np.concatenate(tie_neg_rows)])),
+            shape=(nt, n_clusters),
+        )
+        tie_value = np.searchsorted(offsets, self.tie_levels, side="right") - 1
+        self.tie_values, self.tie_starts = np.unique(tie_value, return_index=True)
+
+    def metrics(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """AUC and AP from integer cluster weights ``w`` (n_clusters, b): arrays (b, n_values).
+
+        ``w`` has the layout's dtype; every count below is an exact integer (sums of
+        products are accumulated in float64, exact below 2**53).
+        """
+        nv, b, dt = self.n_values, w.shape[1], self.dtype
+        p_fp = np.zeros((nv, b))  # sum_a p_a FP(a)
+        ap_sum = np.zeros((nv, b))  # sum_a p_a TP(a) / (TP(a) + FP(a))
+        a = np.zeros((nv, b), dtype=dt)  # running TP, at the end A
+        f = np.zeros((nv, b), dtype=dt)  # running FP, at the end N
+        for pmat, nmat, v, first in self.chunks:
+            pos = pmat @ w  # (levels, b) positive weight per level
+            tp = np.cumsum(pos, axis=0, dtype=dt)
+            fp = np.cumsum(nmat @ w, axis=0, dtype=dt)
+            if not first:
+                tp += a[v]
+                fp += f[v]
+            a[v], f[v] = tp[-1], fp[-1]
+            p_fp[v] += np.einsum("ij,ij->j", pos, fp, dtype=np.float64)
+            fp += tp
+            np.maximum(fp, 1, out=fp)  # TP + FP = 0 only where p_a = 0 (leading levels)
+            ap_sum[v] += np.einsum("ij,ij->j", pos, np.divide(tp, fp))
+        nn = f.astype(np.float64)
+        a = a.astype(np.float64)
+        twice = 2 * a * nn - 2 * p_fp
+        if self.tie_levels.size:
+            pt = (self.tie_pos @ w).astype(np.float64) * (self.tie_neg @ w)
+            twice[self.tie_values] += np.add.reduceat(pt, self.tie_starts, axis=0)
         with np.errstate(divide="ignore", invalid="ignore"):
-            for v in range(nv):
-                o, k = self.starts[v], self.sizes[v]
-                pos = m[:, o : o + k]
-                neg_all = m[:, o + k : o + 2 * k] + m[:, o + 2 * k : o + 3 * k]
-                tie = m[:, o + 2 * k : o + 3 * k]
-                tpc = np.cumsum(pos, axis=1)
-                fpge = np.cumsum(neg_all, axis=1)
-                a = tpc[:, -1]
-                nn = fpge[:, -1]
-                auc[:, v] = np.sum(pos * ((nn[:, None] - fpge) + 0.5 * tie), axis=1) / (a * nn)
-                prec = np.where(pos > 0, tpc / (tpc + fpge), 0.0)
-                ap[:, v] = np.sum(pos * prec, axis=1) / a
+            auc = (twice / 2) / (a * nn)
+            ap = ap_sum / a
         auc[~np.isfinite(auc)] = np.nan
         ap[~np.isfinite(ap)] = np.nan
-        return auc, ap
+        return auc.T, ap.T
+
+
+def _rank_job(job: tuple[Partition, _RankLayout, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    return job[1].metrics(job[2])
 
 
 def cluster_bootstrap(
@@ -290,33 +381,50 @@ def cluster_bootstrap(
                     d.reshape(k, width * ncols),
                 )
             )
-    layouts = (
-        [_RankLayout(y.astype(np.int8), s, part.codes, len(part.values)) for part in partitions]
-        if rank_metrics
-        else []
-    )
+    if rank_metrics:
+        # exact integer weights: int32 unless a replicate's total weight could exceed it
+        per_cluster = np.bincount(cl, minlength=n_cl)
+        bound = int(per_cluster.max(initial=0)) * n_cl
+        wdtype = np.int32 if bound < np.iinfo(np.int32).max else np.int64
+        layouts = [
+            _RankLayout(y, s, part.codes.astype(np.int64), len(part.values), cl, n_cl, wdtype)
+            for part in partitions
+        ]
     out: dict[tuple[str, str], dict[str, list[np.ndarray]]] = {
         (part.name, v): {} for part in partitions for v in part.values
     }
-    for wt in _weight_blocks(cstrata, int(n_replicates), seed):
-        for keys, pats, d in blocks:
-            w = wt if pats is None else wt[pats]
-            # measured on OpenBLAS: narrow D is fast as W^T @ D, wide D as (D^T @ W)^T
-            r = w.T @ d if d.shape[1] <= _NARROW else (d.T @ w).T
-            for j, key in enumerate(keys):
-                for metric, arr in _additive_metrics(
-                    r[:, j * ncols : (j + 1) * ncols], n_bins
-                ).items():
-                    out[key].setdefault(metric, []).append(arr)
-        if rank_metrics:
-            sub = int(max(1, _ROW_BUDGET // max(n, 1)))
-            for start in range(0, wt.shape[1], sub):
-                wrows = wt[cl, start : start + sub].T
-                for part, lay in zip(partitions, layouts, strict=True):
-                    auc, ap = lay.metrics(wrows)
-                    for v, name in enumerate(part.values):
-                        out[(part.name, name)].setdefault("auc", []).append(auc[:, v])
-                        out[(part.name, name)].setdefault("average_precision", []).append(ap[:, v])
+    n_threads = _n_threads()
+    with ThreadPoolExecutor(n_threads + 1) as pool:
+        # the next block of weights is drawn in the background while this one is used;
+        # rank-metric work is spread over threads (scipy's sparse products and NumPy's
+        # large array operations release the GIL). Results do not depend on threading.
+        weights = _weight_blocks(cstrata, int(n_replicates), seed)
+        pending = pool.submit(next, weights, None)
+        while (wt := pending.result()) is not None:
+            pending = pool.submit(next, weights, None)
+            for keys, pats, d in blocks:
+                w = wt if pats is None else wt[pats]
+                # measured on OpenBLAS: narrow D is fast as W^T @ D, wide D as (D^T @ W)^T
+                r = w.T @ d if d.shape[1] <= _NARROW else (d.T @ w).T
+                for j, key in enumerate(keys):
+                    for metric, arr in _additive_metrics(
+                        r[:, j * ncols : (j + 1) * ncols], n_bins
+                    ).items():
+                        out[key].setdefault(metric, []).append(arr)
+            if not rank_metrics:
+                continue
+            subs = [
+                wt[:, start : start + _RANK_BLOCK].astype(wdtype)
+                for start in range(0, wt.shape[1], _RANK_BLOCK)
+            ]
+            jobs = [
+                (part, lay, w) for w in subs for part, lay in zip(partitions, layouts, strict=True)
+            ]
+            done = pool.map(_rank_job, jobs) if n_threads > 1 else map(_rank_job, jobs)
+            for (part, _, _), (auc, ap) in zip(jobs, done, strict=True):
+                for v, name in enumerate(part.values):
+                    out[(part.name, name)].setdefault("auc", []).append(auc[:, v])
+                    out[(part.name, name)].setdefault("average_precision", []).append(ap[:, v])
     values = {key: {m: np.concatenate(parts) for m, parts in d.items()} for key, d in out.items()}
     return BootstrapReplicates(
         int(n_replicates), n_cl, int(np.unique(cstrata).size), int(seed), values

@@ -18,9 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument(
         "--methods",
-        nargs="+",
-        default=["gradcam", "integrated_gradients", "saliency"],
-        help="explanation methods (default: gradcam integrated_gradients saliency)",
+        default="gradcam,integrated_gradients,saliency",
+        help="comma-separated explanation methods (default: gradcam,integrated_gradients,saliency)",
     )
     p.add_argument("--max-cases", type=int, default=200, help="cases sampled (default 200)")
     p.add_argument("--seed", type=int, default=0, help="sampling and randomisation seed")
@@ -85,10 +84,35 @@ def _json(audit) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from medlens.config import load_config
+
+    audit_to_folder(
+        load_config(args.config),
+        Path(args.out),
+        methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
+        max_cases=args.max_cases,
+        seed=args.seed,
+        stream=sys.stdout,
+    )
+    return 0
+
+
+def audit_to_folder(
+    cfg,
+    out: Path,
+    *,
+    methods: tuple[str, ...] = ("gradcam", "integrated_gradients", "saliency"),
+    max_cases: int | None = 200,
+    seed: int = 0,
+    stream=None,
+) -> dict:
+    """Audit the test split of ``cfg``; write JSON, CSV and PNG files into ``out``.
+
+    Returns the ``explanation_audit.json`` record (what ``medlens run`` puts in the bundle).
+    """
     import numpy as np
 
     from medlens._pipeline import STATUS_OK, load_cases, predict_cases, select_split
-    from medlens.config import load_config
     from medlens.model import load_model
     from medlens.reports._atomic import atomic_write_bytes
     from medlens.reports._audit_figures import (
@@ -99,8 +123,6 @@ def run(args: argparse.Namespace) -> int:
     from medlens.reports._bundle import write_json
     from medlens.xai._audit import mask_to_input, run_audit
 
-    cfg = load_config(args.config)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     table = select_split(load_cases(cfg).table, cfg, cfg.data.test_split)
     model = load_model(cfg.model, preprocess=cfg.preprocess)
@@ -127,16 +149,17 @@ def run(args: argparse.Namespace) -> int:
         model,
         x,
         scored,
-        methods=tuple(args.methods),
+        methods=methods,
         anatomy_masks=masks("anatomy_mask"),
         lesion_masks=masks("lesion_mask"),
         cohort_columns=cols,
-        max_cases=args.max_cases,
-        seed=args.seed,
+        max_cases=max_cases,
+        seed=seed,
         batch_size=cfg.model.batch_size,
-        stream=sys.stdout,
+        stream=stream,
     )
-    write_json(out / "explanation_audit.json", _json(audit))
+    record = _json(audit)
+    write_json(out / "explanation_audit.json", record)
     for m, a in audit.audits.items():
         shares = a.shares.to_frame()
         shares["case"] = list(audit.cases.index)
@@ -158,13 +181,14 @@ def run(args: argparse.Namespace) -> int:
         atomic_write_bytes(out / f"cohort_share_{m}.png", cohort_share_figure(audit, m, region))
     atomic_write_bytes(out / "deletion_insertion.png", deletion_insertion_figure(audit))
     atomic_write_bytes(out / "sanity.png", sanity_figure(audit))
-    print(f"audited {len(audit.cases)} cases with {', '.join(audit.methods)}")
+    print(f"audited {len(audit.cases)} cases with {', '.join(audit.methods)}", file=stream)
     for m, a in audit.audits.items():
         flags = ", ".join(f"{c}={v}" for c, v in a.flagged_values) or "none"
         print(
             f"{m}: sanity {'passes' if a.sanity.passed else 'FAILS'}; trusted maps "
             f"{sum(c.trusted for c in a.trust)}/{len(a.trust)}; flagged cohorts: {flags}; "
-            f"model evaluations: {a.evaluations['total']}"
+            f"model evaluations: {a.evaluations['total']}",
+            file=stream,
         )
-    print(f"wrote {out / 'explanation_audit.json'}")
-    return 0
+    print(f"wrote {out / 'explanation_audit.json'}", file=stream)
+    return record

@@ -17,8 +17,10 @@ def register(sub: Any) -> None:
         help="run medlens end to end on a synthetic DICOM cohort with a packaged model",
         description="Write a synthetic chest-radiograph cohort as DICOM files (four sites, "
         "one storing MONOCHROME1, a burned-in shortcut at one site), scan it into a "
-        "pseudonymous manifest, predict the test split with the packaged demo model and "
-        "write predictions.csv. No patient identifier is written or printed.",
+        "pseudonymous manifest, predict the test split with the packaged demo model, write "
+        "predictions.csv, audit the explanations (shortcut per cohort), validate against "
+        "the packaged analysis plan and write the regulatory and clinician PDF reports. "
+        "No patient identifier is written or printed.",
     )
     p.add_argument(
         "--out",
@@ -50,6 +52,11 @@ def register(sub: Any) -> None:
         default=DEMO_IMAGE_SIZE,
         help=f"rows = columns of the generated images (default: {DEMO_IMAGE_SIZE})",
     )
+    p.add_argument(
+        "--no-report",
+        action="store_true",
+        help="stop after predictions.csv (no audit, validation or PDF reports)",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     p.set_defaults(run=run)
 
@@ -64,5 +71,6 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         image_size=args.image_size,
         progress=not args.no_progress,
+        report=not args.no_report,
     )
     return 0

@@ -61,7 +61,9 @@ def _expected(model: nn.Module, x: torch.Tensor) -> np.ndarray:
 
 def _save_torchscript(model: nn.Module, path: Path) -> None:
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.* is deprecated in 2.9+
+        # torch.jit.* is deprecated (DeprecationWarning in 2.9+, FutureWarning for trace in 2.14)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
         torch.jit.save(torch.jit.trace(model.eval(), torch.zeros(1, 1, 16, 16)), str(path))
 
 

@@ -6,10 +6,10 @@ import os
 import stat
 
 import pytest
-from medlens.reports import atomic_output, atomic_write_bytes, atomic_write_text
-from medlens.reports._atomic import TEMP_PREFIX
 
 from medlens import MedlensError
+from medlens.reports import atomic_output, atomic_write_bytes, atomic_write_text
+from medlens.reports._atomic import TEMP_PREFIX
 
 
 def _leftovers(folder):

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from medlens import EvidenceError, MedlensError
 from medlens.reports import (
     BUNDLE_FILE,
     BUNDLE_PARTS,
@@ -33,8 +35,6 @@ from medlens.reports import (
     write_bundle,
     write_json,
 )
-
-from medlens import EvidenceError, MedlensError
 
 
 def _validation():

@@ -8,6 +8,10 @@ import subprocess
 import numpy as np
 import pytest
 from matplotlib import colormaps
+from PIL import Image
+from pypdf import PdfReader
+
+from medlens import InputDataError, MedlensError
 from medlens.reports import (
     CASE_CAVEATS,
     CaseInput,
@@ -18,10 +22,6 @@ from medlens.reports import (
     write_case_reports,
 )
 from medlens.reports._case_report import TRUSTED_LABEL, UNCHECKED_LABEL, UNTRUSTED_LABEL
-from PIL import Image
-from pypdf import PdfReader
-
-from medlens import InputDataError, MedlensError
 
 
 def _scan(seed=0, size=32):

@@ -8,11 +8,11 @@ import subprocess
 import numpy as np
 import pydicom
 import pytest
-from medlens.reports import SourceReference, scan_for_identifiers, write_secondary_capture
-from medlens.reports._dicom_sc import DEIDENTIFICATION_METHOD
 from pydicom.uid import SecondaryCaptureImageStorage
 
 from medlens import InputDataError, MedlensError
+from medlens.reports import SourceReference, scan_for_identifiers, write_secondary_capture
+from medlens.reports._dicom_sc import DEIDENTIFICATION_METHOD
 
 PLANTED_KEYS = (
     "PatientName",

@@ -8,6 +8,12 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+
+from medlens import InputDataError, MedlensError
 from medlens.reports import (
     Finding,
     heading,
@@ -16,12 +22,6 @@ from medlens.reports import (
     render_pdf,
     scan_for_identifiers,
 )
-from PIL import Image
-from PIL.PngImagePlugin import PngInfo
-from pydicom.dataset import Dataset
-from pydicom.sequence import Sequence
-
-from medlens import InputDataError, MedlensError
 
 MARKER = "ZQXMARKER^HELGA"
 MARKERS = [MARKER, "MRN-ZQX-778899", "Zqxmärker"]

@@ -8,6 +8,9 @@ import subprocess
 
 import matplotlib
 import pytest
+from pypdf import PdfReader
+
+from medlens import MedlensError
 from medlens.reports import (
     PdfContext,
     badge,
@@ -23,9 +26,6 @@ from medlens.reports import (
     render_pdf,
     spacer,
 )
-from pypdf import PdfReader
-
-from medlens import MedlensError
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -189,8 +189,9 @@ def test_figure_png_is_deterministic_without_metadata():
 
 
 def test_landscape_and_plain_flowables():
-    from medlens.reports import pdf_styles
     from reportlab.platypus import Paragraph
+
+    from medlens.reports import pdf_styles
 
     data = render_pdf(
         [

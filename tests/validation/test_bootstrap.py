@@ -21,8 +21,17 @@ def data():
     return y, s, p, cl, site_of_patient, sex
 
 
-def test_replicates_equal_weighted_sklearn(data):
-    """Each replicate equals the metric on the data weighted by patient multiplicities."""
+@pytest.mark.parametrize("level_chunk", [None, 3], ids=["default-chunk", "chunk-3"])
+def test_replicates_equal_weighted_sklearn(data, level_chunk, monkeypatch):
+    """Each replicate equals the metric on the data weighted by patient multiplicities.
+
+    With a level chunk of 3 the AUC/AP kernel carries its running sums across many chunk
+    boundaries, which the default chunk size never reaches on this small data.
+    """
+    if level_chunk is not None:
+        import medlens.validation._bootstrap as bootstrap_module
+
+        monkeypatch.setattr(bootstrap_module, "_LEVEL_CHUNK", level_chunk)
     y, s, p, cl, site_of_patient, sex = data
     parts = [
         Partition("overall", np.zeros(y.size, int), ("all",)),

@@ -157,5 +157,3 @@ def test_run_audit_structure_and_determinism_on_a_tiny_model():
     # the stochastic method gets a second-seed stability check, the deterministic one not
     assert "trust_stability" in a.evaluations["smoothgrad"]
     assert "trust_stability" not in a.evaluations["saliency"]
-
-

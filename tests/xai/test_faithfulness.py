@@ -5,6 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
+from scipy.sparse import csc_matrix, lil_matrix
+from scipy.sparse.linalg import spsolve
+from torch import nn
+
+from medlens._errors import InputDataError, MedlensError
 from medlens.xai._faithfulness import (
     DeletionInsertionResult,
     RoadResult,
@@ -12,12 +18,6 @@ from medlens.xai._faithfulness import (
     noisy_linear_imputation,
     road,
 )
-from scipy import ndimage
-from scipy.sparse import csc_matrix, lil_matrix
-from scipy.sparse.linalg import spsolve
-from torch import nn
-
-from medlens._errors import InputDataError, MedlensError
 
 H = W = 8
 

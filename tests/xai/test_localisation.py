@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.metrics import roc_auc_score
+
+from medlens._errors import InputDataError, MedlensError
 from medlens.xai._localisation import (
     LocalisationResult,
     energy_pointing_game,
@@ -14,9 +17,6 @@ from medlens.xai._localisation import (
     relevance_rank_accuracy,
     top_k_iou,
 )
-from sklearn.metrics import roc_auc_score
-
-from medlens._errors import InputDataError, MedlensError
 
 
 @pytest.fixture

@@ -30,6 +30,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
+from medlens.testing import TinyCNN
 from medlens.xai import _randomisation
 from medlens.xai._localisation import (
     pointing_game,
@@ -38,8 +40,6 @@ from medlens.xai._localisation import (
 )
 from medlens.xai._randomisation import sanity_check
 from medlens.xai._robustness import max_sensitivity
-
-from medlens.testing import TinyCNN
 
 quantus = pytest.importorskip("quantus")
 

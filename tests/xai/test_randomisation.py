@@ -6,6 +6,11 @@ import numpy as np
 import pytest
 import torch
 from captum.attr import GuidedBackprop, Saliency
+from scipy import ndimage
+from torch import nn
+
+from medlens._errors import ExplanationError, InputDataError, MedlensError
+from medlens.testing import TinyCNN
 from medlens.xai._randomisation import (
     MAPS_DEPEND_ON_WEIGHTS,
     MAPS_INDEPENDENT_OF_WEIGHTS,
@@ -17,11 +22,6 @@ from medlens.xai._randomisation import (
     sanity_check,
 )
 from medlens.xai._similarity import rank_correlation, ssim, top_k_overlap
-from scipy import ndimage
-from torch import nn
-
-from medlens._errors import ExplanationError, InputDataError, MedlensError
-from medlens.testing import TinyCNN
 
 
 def _state(model: nn.Module) -> dict[str, torch.Tensor]:

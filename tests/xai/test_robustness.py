@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from medlens.xai._robustness import MaxSensitivityResult, max_sensitivity
 from torch import nn
 
 from medlens._errors import ExplanationError, InputDataError, MedlensError
+from medlens.xai._robustness import MaxSensitivityResult, max_sensitivity
 
 
 @pytest.fixture

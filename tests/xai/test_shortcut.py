@@ -5,6 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
+
+from medlens._errors import InputDataError, MedlensError
 from medlens.xai._shortcut import (
     CASE_SHARE_THRESHOLD,
     COHORT_DIFFERENCE_THRESHOLD,
@@ -16,9 +19,6 @@ from medlens.xai._shortcut import (
     region_masks,
     shortcut_audit,
 )
-from scipy import stats
-
-from medlens._errors import InputDataError, MedlensError
 
 S = 32
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from scipy.stats import spearmanr
+from skimage.metrics import structural_similarity
+
+from medlens._errors import InputDataError, MedlensError
 from medlens.xai._similarity import (
     AGREEMENT_TOO_FEW,
     MethodAgreement,
@@ -13,10 +17,6 @@ from medlens.xai._similarity import (
     ssim,
     top_k_overlap,
 )
-from scipy.stats import spearmanr
-from skimage.metrics import structural_similarity
-
-from medlens._errors import InputDataError, MedlensError
 
 
 @pytest.fixture

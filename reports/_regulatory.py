@@ -1,0 +1,743 @@
+"""The regulatory evidence report: a PDF story built only from an evidence bundle.
+
+Nothing is recomputed here: every number printed comes from the bundle's JSON parts
+(``evidence.json``, ``explanation_audit.json``, ``cases.json``), formatted by
+:func:`fmt` (three decimals, ``"–"`` for an undefined value) and :func:`fmt_ci`
+(``"low–high"``, three decimals each), so a test can compare the PDF's text with the
+JSON. The only derived drawing is the empirical ROC step curve, traced from the per-case
+scores stored in ``cases.json`` (``scores``); without them the ROC figure is omitted and
+the report says so.
+
+Sections: cover and executive summary (acceptance criteria), flow of cases, cohorts and
+subgroups (forest plots), primary performance (2x2 table, metrics, threshold, ROC,
+calibration), explanation evidence (audit, case gallery), limitations and deviations,
+guideline map (STARD 2015, CLAIM 2024, TRIPOD+AI), reproducibility appendix.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from medlens._errors import EvidenceError, param_error
+
+from ._bundle import EvidenceBundle, read_bundle, sha256_file
+from ._pdf import (
+    PdfContext,
+    badge,
+    build_pdf,
+    data_table,
+    figure,
+    heading,
+    image,
+    key_value_table,
+    page_break,
+    paragraph,
+    pdf_metadata,
+    spacer,
+)
+
+__all__ = [
+    "GUIDELINE_MAP",
+    "fmt",
+    "fmt_ci",
+    "regulatory_story",
+    "write_regulatory_report",
+]
+
+DECIMALS = 3
+NO_VALIDATION = "the bundle has no validation part (evidence.json); run `medlens validate` or `medlens run` first"
+GALLERY_FILE_CHANGED = "gallery image {file} has SHA-256 {got}, cases.json records {expected}"
+GALLERY_FILE_MISSING = "gallery image {file} listed in cases.json is missing from the bundle"
+PRIMARY_METRICS = (
+    "sensitivity",
+    "specificity",
+    "ppv",
+    "npv",
+    "accuracy",
+    "balanced_accuracy",
+    "f1",
+    "lr_positive",
+    "lr_negative",
+    "auc",
+    "average_precision",
+    "brier",
+    "ece",
+    "calibration_slope",
+    "calibration_intercept",
+)
+FOREST_METRICS = ("sensitivity", "specificity")
+AUDIT_MAX_ROWS = 60
+
+#: (guideline, item, topic, report section or None when not covered)
+GUIDELINE_MAP: tuple[tuple[str, str, str, str | None], ...] = (
+    ("STARD 2015", "2", "structured summary", "1 Executive summary"),
+    ("STARD 2015", "3", "intended use and clinical role", "Cover (intended use)"),
+    ("STARD 2015", "5-9", "participants, eligibility, setting", None),
+    ("STARD 2015", "10a", "index test in sufficient detail", "Cover, 8 Reproducibility"),
+    ("STARD 2015", "10b", "reference standard in sufficient detail", None),
+    (
+        "STARD 2015",
+        "12a",
+        "threshold of the index test, prespecified or not",
+        "4 Primary performance",
+    ),
+    ("STARD 2015", "14", "methods for estimating accuracy and its precision", "4, 8"),
+    ("STARD 2015", "16", "handling of missing / indeterminate results", "2 Flow of cases"),
+    ("STARD 2015", "19", "flow of participants (diagram)", "2 Flow of cases"),
+    ("STARD 2015", "20", "baseline characteristics", "3 Cohorts"),
+    ("STARD 2015", "23", "cross-tabulation of index test by reference standard", "4 (2x2 table)"),
+    ("STARD 2015", "24", "estimates of accuracy with 95 % CIs", "1, 4"),
+    ("STARD 2015", "25", "adverse events from testing", None),
+    ("CLAIM 2024", "5-7", "study design, data sources, inclusion", None),
+    ("CLAIM 2024", "9-12", "de-identification, missing data, preprocessing", "2, 8 (config)"),
+    ("CLAIM 2024", "13-17", "ground truth definition and annotators", None),
+    ("CLAIM 2024", "19-21", "data partitions and leakage between them", "8 (split in config)"),
+    ("CLAIM 2024", "22-27", "model, training and selection", "Cover (weights hash) only"),
+    ("CLAIM 2024", "28-32", "evaluation metrics, uncertainty, robustness", "4, 3"),
+    (
+        "CLAIM 2024",
+        "33",
+        "methods for explainability or interpretability",
+        "5 Explanation evidence",
+    ),
+    ("CLAIM 2024", "35-37", "performance on subgroups / external data", "3 Cohorts and subgroups"),
+    (
+        "CLAIM 2024",
+        "38-40",
+        "limitations, implications, failure analysis",
+        "6 Limitations, 5 gallery",
+    ),
+    ("TRIPOD+AI", "8", "outcome and its assessment", None),
+    ("TRIPOD+AI", "12", "analysis: performance measures (discrimination, calibration)", "4"),
+    ("TRIPOD+AI", "14", "fairness: performance across groups", "3 Cohorts and subgroups"),
+    ("TRIPOD+AI", "16", "model output and thresholds", "4 Primary performance"),
+    ("TRIPOD+AI", "18", "open science: code, data, protocol availability", "8 (hashes only)"),
+    ("TRIPOD+AI", "23", "performance with CIs, calibration plot", "4"),
+    ("TRIPOD+AI", "26-27", "interpretation, limitations, usability", "6 Limitations"),
+)
+
+
+def fmt(value: Any, decimals: int = DECIMALS) -> str:
+    """Format a JSON number for the report: fixed decimals, ``"–"`` for null/NaN.
+
+    Parameters
+    ----------
+    value : float, int or None
+    decimals : int, default 3
+
+    Returns
+    -------
+    str
+        e.g. ``fmt(0.91666) == "0.917"``; ``fmt(None) == "–"``.
+    """
+    if value is None:
+        return "–"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise param_error("value", "fmt", "a number or None", value)
+    if value != value:  # NaN
+        return "–"
+    return f"{float(value):.{decimals}f}"
+
+
+def fmt_ci(low: Any, high: Any, decimals: int = DECIMALS) -> str:
+    """Format a confidence interval as ``"low–high"`` (``"–"`` when undefined)."""
+    if low is None or high is None:
+        return "–"
+    return f"{fmt(low, decimals)}–{fmt(high, decimals)}"
+
+
+def _metric_row(name: str, m: Mapping[str, Any] | None) -> list[Any]:
+    if not m:
+        return [name, "–", "–", "–"]
+    note = m.get("note")
+    return [
+        name,
+        fmt(m.get("estimate")),
+        fmt_ci(m.get("ci_low"), m.get("ci_high")),
+        str(m.get("method", "")) + (f" ({note})" if note else ""),
+    ]
+
+
+def _cover(b: EvidenceBundle, ev: Mapping[str, Any]) -> list[Any]:
+    prov = b.provenance or {}
+    sha = dict(prov.get("sha256") or {})
+    evprov = ev.get("provenance", {})
+    plan = ev.get("plan", {}).get("definition", {})
+    model = prov.get("model") or {}
+    pkgs = prov.get("packages") or {}
+    versions = ", ".join(f"{k} {v}" for k, v in sorted(pkgs.items()) if v) or "–"
+    story: list[Any] = []
+    story += paragraph(b.title, style="title")
+    story += key_value_table(
+        [
+            ("Report id", b.report_id),
+            ("Date (UTC)", str(prov.get("date_utc", "–"))),
+            ("Intended use", str(plan.get("intended_use") or "not stated in the plan")),
+            ("Model", str(model.get("name") or "–")),
+            ("Model weights SHA-256", str(sha.get("model_weights", "–"))),
+            ("Predictions SHA-256", str(evprov.get("input_sha256") or sha.get("predictions", "–"))),
+            ("Plan SHA-256", str(evprov.get("plan_sha256") or sha.get("plan", "–"))),
+            (
+                "Manifest SHA-256",
+                str(sha.get("manifest", "not applicable (no manifest file; DICOM folder scanned)")),
+            ),
+            ("medlens", str(prov.get("medlens_version", "–"))),
+            ("Versions", versions),
+        ]
+    )
+    return story
+
+
+def _acceptance(ev: Mapping[str, Any]) -> list[Any]:
+    acc = ev.get("acceptance", {})
+    crit = list(acc.get("criteria", []))
+    story: list[Any] = []
+    story += heading("1 Executive summary", 0)
+    overall = ev.get("overall", {})
+    verdict = str(acc.get("verdict", "n/a")).upper()
+    story += key_value_table(
+        [
+            ("Verdict", badge(verdict if verdict in ("PASS", "FAIL") else None)),
+            ("Worst-case verdict", str(acc.get("worst_case_verdict", "–"))),
+            (
+                "Cases analysed",
+                f"{overall.get('n', '–')} ({overall.get('n_positive', '–')} positive, "
+                f"{overall.get('n_negative', '–')} negative, {overall.get('n_patients', '–')} patients)",
+            ),
+            ("Decision rule", str(acc.get("rule", "–"))),
+        ]
+    )
+    story += spacer(3)
+    rows = []
+    failed_rows = []
+    for i, c in enumerate(crit):
+        outcome = str(c.get("outcome", "")).upper()
+        rows.append(
+            [
+                str(c.get("name") or c.get("metric")),
+                "primary" if c.get("primary") else "secondary",
+                fmt(c.get("estimate")),
+                fmt_ci(c.get("ci_low"), c.get("ci_high")),
+                f"{c.get('operator', '')} {fmt(c.get('goal'))}",
+                f"{c.get('bound_used', '–')} = {fmt(c.get('bound'))}",
+                badge(outcome if outcome in ("PASS", "FAIL") else None),
+            ]
+        )
+        if outcome == "FAIL":
+            failed_rows.append(i)
+    if rows:
+        story += paragraph("Acceptance criteria (prespecified in the analysis plan)", style="h3")
+        story += data_table(
+            ["Endpoint", "Type", "Estimate", "95 % CI", "Goal", "Bound used", "Outcome"],
+            rows,
+            col_widths=[32, 18, 20, 28, 18, 36, 20],
+            align=["LEFT", "LEFT", "RIGHT", "RIGHT", "RIGHT", "RIGHT", "CENTER"],
+            highlight_rows=failed_rows,
+        )
+        story += paragraph(
+            f"Numbers are the evidence.json values rounded to {DECIMALS} decimals. "
+            "Primary endpoints are also judged with failed/indeterminate cases counted as "
+            "errors (worst case; section 2).",
+            style="small",
+        )
+    else:
+        story += paragraph("The analysis plan defines no acceptance criteria.")
+    return story
+
+
+def _flow(ev: Mapping[str, Any], cases: Mapping[str, Any] | None) -> list[Any]:
+    fc = ev.get("failed_cases", {})
+    overall = ev.get("overall", {})
+    story: list[Any] = heading("2 Flow of cases", 0)
+    received = int(fc.get("n_population", overall.get("n", 0)) or 0)
+    failed = int(fc.get("n_failed", 0) or 0)
+    indet = int(fc.get("n_indeterminate", 0) or 0)
+    analysed = int(fc.get("n_analysed", overall.get("n", 0)) or 0)
+    reasons = (cases or {}).get("failed_reasons") or {}
+    from ._report_figures import flow_figure
+
+    story += figure(
+        flow_figure(
+            received=received,
+            failed=failed,
+            indeterminate=indet,
+            analysed=analysed,
+            positives=overall.get("n_positive"),
+            negatives=overall.get("n_negative"),
+            failed_reasons=sorted((str(k), int(v)) for k, v in reasons.items()),
+        ),
+        width_mm=130,
+        caption="Figure 1. Flow of cases from the predictions file to the analysis (test split).",
+    )
+    story += paragraph(f"Handling: {fc.get('handling', 'not recorded')}", style="small")
+    by = fc.get("by_cohort") or {}
+    rows = []
+    for col, values in sorted(by.items()):
+        for value, counts in sorted((values or {}).items()):
+            rows.append([col, value, str(counts)])
+    if rows:
+        story += data_table(["Cohort", "Value", "Excluded cases"], rows, col_widths=[40, 50, 84])
+    return story
+
+
+def _cohorts(ev: Mapping[str, Any]) -> list[Any]:
+    from ._report_figures import forest_figure
+
+    cohorts = ev.get("cohorts", {})
+    overall = ev.get("overall", {})
+    story: list[Any] = heading("3 Cohorts and subgroups", 0)
+    if not cohorts:
+        return story + paragraph("No cohort column was analysed.")
+    desc = []
+    for col, values in cohorts.items():
+        for value, g in values.items():
+            desc.append(
+                [
+                    col,
+                    value,
+                    g.get("n"),
+                    g.get("n_patients"),
+                    g.get("n_positive"),
+                    g.get("n_negative"),
+                ]
+            )
+    story += heading("3.1 Cohort description", 1)
+    story += data_table(
+        ["Cohort", "Value", "Cases", "Patients", "Positives", "Negatives"],
+        desc,
+        col_widths=[34, 50, 22, 22, 22, 22],
+    )
+    sub = ev.get("plan", {}).get("definition", {}).get("subgroups", {})
+    story += heading("3.2 Subgroup performance", 1)
+    story += paragraph(
+        "Sensitivity and specificity per cohort value with 95 % CIs; p-values test the "
+        f"difference to the overall estimate, adjusted for multiplicity ({sub.get('multiplicity', '–')}) "
+        "across all cohort values. * = small cohort (fewer than "
+        f"{sub.get('min_positives', '–')} positives, {sub.get('min_negatives', '–')} negatives or "
+        f"{sub.get('min_n', '–')} cases): estimates are unstable.",
+        style="small",
+    )
+    overall_m = overall.get("metrics", {})
+    for col, values in cohorts.items():
+        rows, flagged_rows = [], []
+        panels: dict[str, list[tuple[str, Any, Any, Any, bool]]] = {m: [] for m in FOREST_METRICS}
+        for i, (value, g) in enumerate(values.items()):
+            metrics = g.get("metrics", {})
+            flags = g.get("flags", {}) or {}
+            diff = g.get("difference_to_overall", {}) or {}
+            row: list[Any] = [value, g.get("n")]
+            any_flag = False
+            for m in FOREST_METRICS:
+                e = metrics.get(m) or {}
+                flag = m in flags
+                any_flag |= flag
+                row.append(fmt(e.get("estimate")) + (" *" if flag else ""))
+                row.append(fmt_ci(e.get("ci_low"), e.get("ci_high")))
+                row.append(fmt((diff.get(m) or {}).get("p_adjusted")))
+                panels[m].append(
+                    (str(value), e.get("estimate"), e.get("ci_low"), e.get("ci_high"), flag)
+                )
+            rows.append(row)
+            if any_flag:
+                flagged_rows.append(i)
+        story += paragraph(f"By {col}", style="h3")
+        story += data_table(
+            ["Value", "n", "Sens.", "95 % CI", "p adj.", "Spec.", "95 % CI", "p adj."],
+            rows,
+            col_widths=[36, 12, 18, 30, 16, 18, 30, 16],
+        )
+        goals = {
+            c["metric"]: c["goal"]
+            for c in ev.get("acceptance", {}).get("criteria", [])
+            if c.get("metric") in FOREST_METRICS and c.get("primary")
+        }
+        story += figure(
+            forest_figure(
+                panels,
+                overall={m: (overall_m.get(m) or {}).get("estimate") for m in FOREST_METRICS},
+                goals=goals,
+            ),
+            width_mm=150,
+            caption=f"Forest plot by {col}: estimate and 95 % CI; dashed line: overall estimate; "
+            "red dotted line: primary-endpoint goal; grey, * : small cohort.",
+        )
+    return story
+
+
+def _performance(b: EvidenceBundle, ev: Mapping[str, Any]) -> list[Any]:
+    from ._report_figures import reliability_figure, roc_figure
+
+    overall = ev.get("overall", {})
+    metrics = overall.get("metrics", {})
+    thr = ev.get("plan", {}).get("threshold", {})
+    conf = overall.get("confusion", {})
+    story: list[Any] = heading("4 Primary performance", 0)
+    story += paragraph(
+        f"Operating threshold {fmt(thr.get('value'))} (rule: {thr.get('rule', '–')}, "
+        f"source: {thr.get('source', '–')}); a case is positive when score ≥ threshold."
+    )
+    tp, fp, fn, tn = (conf.get(k) for k in ("tp", "fp", "fn", "tn"))
+    story += paragraph("Cross-tabulation at the threshold (2x2 table)", style="h3")
+    tot = [
+        None if any(v is None for v in p) else sum(p)
+        for p in ((tp, fp), (fn, tn), (tp, fn), (fp, tn))
+    ]
+    story += data_table(
+        ["", "Reference positive", "Reference negative", "Total"],
+        [
+            ["Model positive", tp, fp, tot[0]],
+            ["Model negative", fn, tn, tot[1]],
+            ["Total", tot[2], tot[3], overall.get("n")],
+        ],
+        col_widths=[40, 40, 40, 30],
+        zebra=False,
+    )
+    story += paragraph("Metrics with 95 % confidence intervals", style="h3")
+    names = [m for m in PRIMARY_METRICS if m in metrics] + sorted(
+        set(metrics) - set(PRIMARY_METRICS)
+    )
+    story += data_table(
+        ["Metric", "Estimate", "95 % CI", "Method"],
+        [_metric_row(m, metrics.get(m)) for m in names],
+        col_widths=[34, 20, 30, 90],
+        align=["LEFT", "RIGHT", "RIGHT", "LEFT"],
+    )
+    scores = (b.cases or {}).get("scores") if b.cases else None
+    if scores and scores.get("label") and len(set(scores["label"])) == 2:
+        story += figure(
+            roc_figure(
+                scores["label"],
+                scores["score"],
+                threshold=thr.get("value"),
+                sensitivity=metrics.get("sensitivity"),
+                specificity=metrics.get("specificity"),
+                auc=metrics.get("auc"),
+                band=ev.get("roc_band"),
+            ),
+            width_mm=105,
+            caption="Figure. Empirical ROC curve (from the per-case scores in cases.json) with the "
+            "operating point and its 95 % CIs (evidence.json). No pointwise CI band is drawn: "
+            "the evidence holds none.",
+        )
+    else:
+        story += paragraph(
+            "ROC curve: not shown; the bundle holds no per-case scores (cases.json 'scores')."
+        )
+    if scores and scores.get("label") and len(set(scores["label"])) == 2:
+        from ._report_figures import pr_figure
+
+        story += figure(
+            pr_figure(
+                scores["label"],
+                scores["score"],
+                ppv=metrics.get("ppv"),
+                sensitivity=metrics.get("sensitivity"),
+                average_precision=metrics.get("average_precision"),
+            ),
+            width_mm=105,
+            caption="Figure. Precision-recall curve (per-case scores in cases.json) with the "
+            "operating point and its 95 % CIs (evidence.json); dotted line: prevalence.",
+        )
+    cal = ev.get("calibration") or {}  # null when undefined (e.g. one class analysed)
+    story += heading("4.1 Calibration", 1)
+    rel = (cal.get("reliability") or {}).get("uniform")
+    if rel and rel.get("count"):
+        story += figure(
+            reliability_figure(rel, ece=cal.get("ece")),
+            width_mm=100,
+            caption="Figure. Reliability diagram (equal-width bins; 95 % CI per bin as in evidence.json) and bin counts.",
+        )
+    ece = cal.get("ece") or {}
+    hl = cal.get("hosmer_lemeshow") or {}
+    sp = cal.get("spiegelhalter") or {}
+    rows = [
+        _metric_row("calibration slope", cal.get("calibration_slope")),
+        _metric_row("calibration intercept", cal.get("calibration_intercept")),
+        [
+            "ECE",
+            fmt(ece.get("ece")),
+            f"null band {fmt_ci(ece.get('null_low'), ece.get('null_high'))}",
+            f"p = {fmt(ece.get('p_value'))} ({ece.get('null_method', '')})",
+        ],
+        [
+            "Hosmer-Lemeshow",
+            fmt(hl.get("statistic")),
+            f"df {hl.get('df', '–')}",
+            f"p = {fmt(hl.get('p_value'))}",
+        ],
+        ["Spiegelhalter z", fmt(sp.get("z")), "", f"p = {fmt(sp.get('p_value'))}"],
+    ]
+    story += data_table(
+        ["Measure", "Value", "Interval", "Method / test"],
+        rows,
+        col_widths=[34, 20, 40, 80],
+        align=["LEFT", "RIGHT", "RIGHT", "LEFT"],
+    )
+    return story
+
+
+def _flatten(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    if isinstance(obj, Mapping):
+        for k in sorted(obj):
+            out += _flatten(obj[k], f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(obj, list) and obj and all(not isinstance(v, (Mapping, list)) for v in obj):
+        text = ", ".join(fmt(v) if isinstance(v, float) else str(v) for v in obj[:12])
+        out.append((prefix, text + (f", … ({len(obj)} values)" if len(obj) > 12 else "")))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            out += _flatten(v, f"{prefix}[{i}]")
+    else:
+        out.append((prefix, fmt(obj) if isinstance(obj, float) else str(obj)))
+    return out
+
+
+def _gallery_png(bundle_dir: Path | None, entry: Mapping[str, Any]) -> bytes | None:
+    if bundle_dir is None:
+        return None
+    path = bundle_dir / str(entry["file"])
+    if Path(str(entry["file"])).is_absolute() or ".." in Path(str(entry["file"])).parts:
+        raise EvidenceError(GALLERY_FILE_MISSING.format(file=entry["file"]))
+    if not path.is_file():
+        raise EvidenceError(GALLERY_FILE_MISSING.format(file=entry["file"]))
+    got = sha256_file(path)
+    if entry.get("sha256") and got != entry["sha256"]:
+        raise EvidenceError(
+            GALLERY_FILE_CHANGED.format(file=entry["file"], got=got, expected=entry["sha256"])
+        )
+    return path.read_bytes()
+
+
+def _explanations(b: EvidenceBundle, bundle_dir: Path | None) -> list[Any]:
+    story: list[Any] = heading("5 Explanation evidence", 0)
+    story += heading("5.1 Explanation audit", 1)
+    if b.audit:
+        rows = _flatten(b.audit)
+        story += paragraph(
+            "Values from explanation_audit.json (sanity checks, faithfulness, localisation, "
+            f"shortcut audit), {len(rows)} entries"
+            + (f"; the first {AUDIT_MAX_ROWS} are shown." if len(rows) > AUDIT_MAX_ROWS else "."),
+            style="small",
+        )
+        story += data_table(
+            ["Audit entry", "Value"],
+            [[k, v] for k, v in rows[:AUDIT_MAX_ROWS]],
+            col_widths=[80, 94],
+            align=["LEFT", "LEFT"],
+        )
+    else:
+        story += paragraph(
+            "Not run: the bundle holds no explanation audit (explanation_audit.json). Whether "
+            "the explanations below are faithful to the model, localise the finding or reveal "
+            "a shortcut has not been tested for this report."
+        )
+    story += heading("5.2 Case gallery", 1)
+    gallery = list((b.cases or {}).get("gallery", []) or [])
+    if not gallery:
+        return story + paragraph("No case gallery in this bundle.")
+    story += paragraph(
+        "Highest-scoring true positives, highest-scoring false positives and lowest-scoring "
+        "false negatives, each explained by several methods. A heatmap shows what influenced "
+        "the model's score, not where disease is. Case ids are pseudonymous.",
+        style="small",
+    )
+    from reportlab.platypus import KeepTogether, Table
+
+    for case in gallery:
+        title = paragraph(
+            f"{case.get('kind', '')}: case {case.get('case_id')} (reference "
+            f"{case.get('label')}, score {fmt(case.get('score'))})",
+            style="h3",
+        )
+        pngs = [
+            (o.get("method", ""), _gallery_png(bundle_dir, o)) for o in case.get("overlays", [])
+        ]
+        pngs = [(m, p) for m, p in pngs if p is not None]
+        if not pngs:
+            story += title
+            story += paragraph(
+                "overlay images not available (bundle folder not given)", style="small"
+            )
+            continue
+        w = min(55.0, 170.0 / len(pngs))
+        cells = [image(p, width_mm=w - 3) + paragraph(m, style="caption") for m, p in pngs]
+        t = Table([cells], colWidths=[w * 2.8346] * len(cells), hAlign="LEFT")
+        story.append(KeepTogether([*title, t]))
+    return story
+
+
+def _limitations(b: EvidenceBundle, ev: Mapping[str, Any]) -> list[Any]:
+    story: list[Any] = heading("6 Limitations and plan deviations", 0)
+    dev = list(ev.get("acceptance", {}).get("deviations", []) or [])
+    dev += [
+        d
+        for d in ev.get("plan", {}).get("definition", {}).get("deviations", []) or []
+        if d not in dev
+    ]
+    story += paragraph(
+        "Plan deviations: " + ("; ".join(map(str, dev)) if dev else "none recorded.")
+    )
+    notes = list(ev.get("provenance", {}).get("notes", []) or [])
+    items = [
+        "Retrospective evaluation on the cases in the predictions file; it does not show "
+        "clinical benefit.",
+        "Cohorts with few cases or positives (marked *) have wide CIs; their p-values are "
+        "multiplicity-adjusted and exploratory.",
+        "Explanation maps show what influenced the model, not where disease is.",
+    ]
+    if not b.audit:
+        items.append("The explanation audit was not run for this report.")
+    story += paragraph("Known limitations:", style="h3")
+    for text in items + [str(n) for n in notes]:
+        story += paragraph(f"• {text}")
+    return story
+
+
+def _guidelines() -> list[Any]:
+    story: list[Any] = heading("7 Guideline map", 0)
+    story += paragraph(
+        "Where this report answers reporting-guideline items. Items marked 'not covered' "
+        "must be answered in the study protocol or manuscript; the report cannot know them.",
+        style="small",
+    )
+    rows = [[g, item, topic, section or "not covered"] for g, item, topic, section in GUIDELINE_MAP]
+    missing = [i for i, r in enumerate(GUIDELINE_MAP) if r[3] is None]
+    story += data_table(
+        ["Guideline", "Item", "Topic", "Section"],
+        rows,
+        col_widths=[24, 14, 86, 50],
+        align=["LEFT", "LEFT", "LEFT", "LEFT"],
+        highlight_rows=missing,
+    )
+    return story
+
+
+def _appendix(b: EvidenceBundle, ev: Mapping[str, Any]) -> list[Any]:
+    prov = b.provenance or {}
+    story: list[Any] = heading("8 Reproducibility appendix", 0)
+    plan = ev.get("plan", {})
+    rows: list[tuple[str, Any]] = [
+        (
+            "Seeds",
+            ", ".join(f"{k}={v}" for k, v in sorted((prov.get("seeds") or {}).items())) or "–",
+        ),
+        (
+            "Bootstrap",
+            ", ".join(f"{k}={v}" for k, v in sorted((plan.get("bootstrap") or {}).items())) or "–",
+        ),
+        ("Python", str((prov.get("python") or {}).get("version", "–"))),
+        (
+            "Platform",
+            ", ".join(f"{k}={v}" for k, v in sorted((prov.get("platform") or {}).items())),
+        ),
+        (
+            "torch",
+            ", ".join(f"{k}={v}" for k, v in sorted((prov.get("torch") or {}).items())) or "–",
+        ),
+    ]
+    for name, digest in sorted((prov.get("sha256") or {}).items()):
+        rows.append((f"SHA-256 {name}", str(digest)))
+    for name, digest in sorted(b.part_sha256.items()):
+        rows.append((f"SHA-256 part {name}", str(digest)))
+    for key, value in sorted((ev.get("provenance") or {}).items()):
+        if key in ("notes",):
+            continue
+        rows.append(
+            (f"validation {key}", value if not isinstance(value, (Mapping, list)) else str(value))
+        )
+    story += key_value_table(rows)
+    config = prov.get("config")
+    if config:
+        story += paragraph("Run configuration", style="h3")
+        story += data_table(
+            ["Setting", "Value"],
+            [[k, v] for k, v in _flatten(config)],
+            col_widths=[70, 104],
+            align=["LEFT", "LEFT"],
+        )
+    return story
+
+
+def regulatory_story(
+    bundle: EvidenceBundle, *, bundle_dir: str | os.PathLike[str] | None = None
+) -> list[Any]:
+    """The story builders of the regulatory report for one evidence bundle.
+
+    Parameters
+    ----------
+    bundle : EvidenceBundle
+        Must hold a validation part.
+    bundle_dir : path, optional
+        The bundle folder, where the case-gallery PNGs listed in ``cases.json`` live
+        (their SHA-256 is checked); without it the gallery shows no images.
+
+    Returns
+    -------
+    list
+        Story builders for :func:`medlens.reports.build_pdf`.
+
+    Raises
+    ------
+    EvidenceError
+        If the bundle has no validation part or a gallery image is missing or changed.
+    """
+    if not isinstance(bundle, EvidenceBundle):
+        raise param_error("bundle", "regulatory_story", "an EvidenceBundle", type(bundle).__name__)
+    if bundle.validation is None:
+        raise EvidenceError(NO_VALIDATION, source=bundle.report_id)
+    ev = bundle.validation
+    folder = Path(bundle_dir) if bundle_dir is not None else None
+
+    def section(fn: Any, *args: Any) -> Any:
+        def build(ctx: PdfContext) -> list[Any]:
+            return fn(*args)
+
+        return build
+
+    return [
+        section(_cover, bundle, ev),
+        section(_acceptance, ev),
+        page_break(),
+        section(_flow, ev, bundle.cases),
+        page_break(),
+        section(_cohorts, ev),
+        page_break(),
+        section(_performance, bundle, ev),
+        page_break(),
+        section(_explanations, bundle, folder),
+        page_break(),
+        section(_limitations, bundle, ev),
+        section(_guidelines),
+        page_break(),
+        section(_appendix, bundle, ev),
+    ]
+
+
+def write_regulatory_report(
+    bundle_dir: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    verify: bool = True,
+) -> Path:
+    """Render the regulatory PDF from an evidence bundle folder (nothing is recomputed).
+
+    Parameters
+    ----------
+    bundle_dir : path
+        Folder written by :func:`medlens.reports.write_bundle` (``bundle.json`` and parts).
+    out : path
+        PDF to write (atomically). The same bundle gives byte-identical PDFs.
+    verify : bool, default True
+        Check the parts' SHA-256 against ``bundle.json``.
+
+    Returns
+    -------
+    Path
+        The written PDF.
+    """
+    bundle = read_bundle(bundle_dir, verify=verify)
+    story = regulatory_story(bundle, bundle_dir=bundle_dir)
+    return build_pdf(out, story, **pdf_metadata(bundle), header_right="Regulatory evidence report")

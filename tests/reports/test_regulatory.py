@@ -1,0 +1,287 @@
+"""The regulatory PDF: text equals evidence.json, valid PDF, deterministic, honest sections."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from pypdf import PdfReader
+
+from medlens._errors import EvidenceError, InputDataError, MedlensError
+from medlens.reports import provenance, read_bundle, write_bundle
+from medlens.reports._regulatory import (
+    GUIDELINE_MAP,
+    NO_VALIDATION,
+    fmt,
+    fmt_ci,
+    regulatory_story,
+    write_regulatory_report,
+)
+from medlens.reports._report_figures import (
+    FOREST_EMPTY,
+    ROC_LENGTHS,
+    ROC_ONE_CLASS,
+    flow_figure,
+    forest_figure,
+    reliability_figure,
+    roc_figure,
+)
+
+
+def _evidence() -> dict:
+    from medlens.validation import evaluate, parse_plan
+    from medlens.validation._evidence import to_evidence
+
+    rng = np.random.default_rng(7)
+    n = 160
+    patient = rng.integers(0, 60, n)
+    label = (rng.random(n) < 0.35).astype(int)
+    score = np.clip(0.55 * label + rng.normal(0.25, 0.2, n), 0.0, 1.0)
+    df = pd.DataFrame(
+        {
+            "case_id": [f"case-{i:04d}" for i in range(n)],
+            "patient_key": [f"p{p:03d}" for p in patient],
+            "label": label,
+            "score": score,
+            "site": [f"site_{'abc'[p % 3]}" for p in patient],
+            "sex": ["F" if p % 2 else "M" for p in patient],
+        }
+    )
+    plan = parse_plan(
+        {
+            "version": 1,
+            "intended_use": "Synthetic test of the report layer.",
+            "analysis": {
+                "bootstrap": {"replicates": 200, "seed": 1},
+                "calibration": {"null_simulations": 100},
+            },
+            "primary_endpoints": [
+                {"metric": "sensitivity", "operator": ">=", "goal": 0.7},
+                {"metric": "specificity", "operator": ">=", "goal": 0.99},
+            ],
+            "secondary_endpoints": [{"metric": "brier", "operator": "<=", "goal": 0.2}],
+        }
+    )
+    import warnings
+
+    from medlens.validation import UndefinedMetricWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        ev = to_evidence(evaluate(df, plan))
+    return ev, df
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    ev, df = _evidence()
+    folder = tmp_path_factory.mktemp("bundle")
+    cases = {
+        "scores": {
+            "case_id": list(df["case_id"]),
+            "label": [int(v) for v in df["label"]],
+            "score": [float(v) for v in df["score"]],
+        },
+        "gallery": [],
+    }
+    write_bundle(
+        folder, provenance=provenance(date=0, seeds={"run": 0}), validation=ev, cases=cases
+    )
+    return folder
+
+
+@pytest.fixture(scope="module")
+def pdf(bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_regulatory_report(bundle_dir, tmp_path_factory.mktemp("pdf") / "report.pdf")
+
+
+def _text(path: Path) -> list[str]:
+    return [page.extract_text() for page in PdfReader(str(path)).pages]
+
+
+def test_fmt_is_three_decimals_and_dash_for_undefined() -> None:
+    assert fmt(0.91666) == "0.917"
+    assert fmt(1) == "1.000"
+    assert fmt(None) == "–"
+    assert fmt(float("nan")) == "–"
+    assert fmt_ci(0.1, 0.25) == "0.100–0.250"
+    assert fmt_ci(None, 0.2) == "–"
+    with pytest.raises(MedlensError, match="'value' parameter of fmt"):
+        fmt("0.5")
+
+
+def test_acceptance_table_text_equals_evidence(bundle_dir: Path, pdf: Path) -> None:
+    ev = read_bundle(bundle_dir).validation
+    first = re.sub(r"\s+", " ", _text(pdf)[0])
+    criteria = ev["acceptance"]["criteria"]
+    assert len(criteria) == 3
+    for c in criteria:
+        row = (
+            rf"{re.escape(c['name'])} {'primary' if c['primary'] else 'secondary'} "
+            rf"{re.escape(fmt(c['estimate']))} "
+            rf"{re.escape(fmt_ci(c['ci_low'], c['ci_high']))} "
+            rf"{re.escape(c['operator'])} {re.escape(fmt(c['goal']))} "
+            rf"{c['bound_used']} = {re.escape(fmt(c['bound']))} {c['outcome'].upper()}"
+        )
+        assert re.search(row, first), (row, first)
+    # the specificity >= 0.99 endpoint cannot pass with this data: the table must say FAIL
+    assert ev["acceptance"]["verdict"] == "fail"
+    assert "FAIL" in first
+    assert "Synthetic test of the report layer." in first
+
+
+def test_primary_metrics_and_2x2_match_evidence(bundle_dir: Path, pdf: Path) -> None:
+    ev = read_bundle(bundle_dir).validation
+    text = re.sub(r"\s+", " ", " ".join(_text(pdf)))
+    conf = ev["overall"]["confusion"]
+    assert re.search(rf"Model positive {conf['tp']} {conf['fp']} {conf['tp'] + conf['fp']}", text)
+    assert re.search(rf"Model negative {conf['fn']} {conf['tn']} {conf['fn'] + conf['tn']}", text)
+    for name in ("sensitivity", "specificity", "auc", "brier"):
+        m = ev["overall"]["metrics"][name]
+        row = f"{name} {fmt(m['estimate'])} {fmt_ci(m['ci_low'], m['ci_high'])}"
+        assert row in text, row
+    for site, g in ev["cohorts"]["site"].items():
+        assert re.search(rf"{site} {g['n']} ", text)
+
+
+def test_pdf_is_valid_and_has_all_sections(pdf: Path) -> None:
+    pages = _text(pdf)
+    assert len(pages) >= 8
+    text = " ".join(pages)
+    for title in (
+        "1 Executive summary",
+        "2 Flow of cases",
+        "3 Cohorts and subgroups",
+        "4 Primary performance",
+        "5 Explanation evidence",
+        "6 Limitations and plan deviations",
+        "7 Guideline map",
+        "8 Reproducibility appendix",
+    ):
+        assert title in text
+    # no audit in this bundle: the report says so instead of staying silent
+    assert "Not run: the bundle holds no explanation audit" in text
+    assert f"page 1 of {len(pages)}" in pages[0]
+    n_missing = sum(1 for row in GUIDELINE_MAP if row[3] is None)
+    assert text.count("not covered") >= n_missing
+    if shutil.which("qpdf"):
+        done = subprocess.run(["qpdf", "--check", str(pdf)], capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_same_bundle_gives_identical_bytes(bundle_dir: Path, pdf: Path, tmp_path: Path) -> None:
+    from medlens.cli import main
+
+    again = write_regulatory_report(bundle_dir, tmp_path / "again.pdf")
+    assert again.read_bytes() == pdf.read_bytes()
+    assert main(["report", "--evidence", str(bundle_dir), "--out", str(tmp_path / "cli.pdf")]) == 0
+    assert (tmp_path / "cli.pdf").read_bytes() == pdf.read_bytes()
+
+
+def test_audit_is_rendered_when_present(bundle_dir: Path, tmp_path: Path) -> None:
+    b = read_bundle(bundle_dir)
+    audit = {"sanity": {"model_randomisation": {"passed": True, "similarity": 0.123456}}}
+    folder = tmp_path / "b"
+    write_bundle(
+        folder, provenance=b.provenance, validation=b.validation, audit=audit, cases=b.cases
+    )
+    text = " ".join(_text(write_regulatory_report(folder, tmp_path / "r.pdf")))
+    assert "sanity.model_randomisation.similarity" in text
+    assert "0.123" in text
+    assert "Not run" not in text
+
+
+def test_gallery_image_tampering_is_detected(bundle_dir: Path, tmp_path: Path) -> None:
+    from medlens.reports import render_heatmap_overlay, sha256_file
+
+    b = read_bundle(bundle_dir)
+    folder = tmp_path / "g"
+    (folder / "gallery").mkdir(parents=True)
+    png = render_heatmap_overlay(np.eye(16), np.ones((16, 16)))
+    (folder / "gallery" / "c1_gradcam.png").write_bytes(png)
+    entry = {"method": "gradcam", "file": "gallery/c1_gradcam.png"}
+    entry["sha256"] = sha256_file(folder / "gallery" / "c1_gradcam.png")
+    cases = dict(
+        b.cases,
+        gallery=[
+            {
+                "case_id": "c1",
+                "kind": "true positive",
+                "label": 1,
+                "score": 0.9,
+                "overlays": [entry],
+            }
+        ],
+    )
+    write_bundle(folder, provenance=b.provenance, validation=b.validation, cases=cases)
+    text = " ".join(_text(write_regulatory_report(folder, tmp_path / "ok.pdf")))
+    assert "true positive: case c1" in text
+    (folder / "gallery" / "c1_gradcam.png").write_bytes(png + b"x")
+    with pytest.raises(EvidenceError, match="gallery image gallery/c1_gradcam.png has SHA-256"):
+        write_regulatory_report(folder, tmp_path / "bad.pdf")
+
+
+def test_bad_inputs(bundle_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(MedlensError, match="'bundle' parameter of regulatory_story"):
+        regulatory_story({"validation": {}})
+    b = read_bundle(bundle_dir)
+    folder = tmp_path / "novalidation"
+    write_bundle(folder, provenance=b.provenance, cases=b.cases)
+    with pytest.raises(EvidenceError, match=re.escape(NO_VALIDATION[:40])):
+        write_regulatory_report(folder, tmp_path / "x.pdf")
+    with pytest.raises(EvidenceError, match="no bundle.json"):
+        write_regulatory_report(tmp_path, tmp_path / "y.pdf")
+    assert not (tmp_path / "x.pdf").exists()
+
+
+def test_figures_reject_bad_input() -> None:
+    with pytest.raises(InputDataError, match=re.escape(ROC_ONE_CLASS.format(n_pos=0, n_neg=3))):
+        roc_figure([0, 0, 0], [0.1, 0.2, 0.3])
+    with pytest.raises(InputDataError, match=re.escape(ROC_LENGTHS.format(n_labels=2, n_scores=3))):
+        roc_figure([0, 1], [0.1, 0.2, 0.3])
+    with pytest.raises(InputDataError, match="non-finite"):
+        roc_figure([0, 1], [0.1, float("nan")])
+    with pytest.raises(InputDataError, match=re.escape(FOREST_EMPTY)):
+        forest_figure({})
+    with pytest.raises(MedlensError, match="'failed' parameter of flow_figure"):
+        flow_figure(received=3, failed=-1, indeterminate=0, analysed=3)
+    with pytest.raises(MedlensError, match="'curve' parameter of reliability_figure"):
+        reliability_figure({"observed": [0.1]})
+
+
+def test_roc_curve_matches_sklearn() -> None:
+    from sklearn.metrics import auc, roc_curve
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 50)
+    s = np.round(rng.random(50), 1)  # ties
+    fig = roc_figure(y, s)
+    line = [ln for ln in fig.axes[0].get_lines() if ln.get_label().startswith("ROC")][0]
+    fpr, tpr = line.get_data()
+    ref_fpr, ref_tpr, _ = roc_curve(y, s, drop_intermediate=False)
+    np.testing.assert_allclose(fpr, ref_fpr)
+    np.testing.assert_allclose(tpr, ref_tpr)
+    assert auc(fpr, tpr) == pytest.approx(auc(ref_fpr, ref_tpr))
+
+
+def test_pr_curve_matches_sklearn() -> None:
+    from sklearn.metrics import precision_recall_curve
+
+    from medlens.reports._report_figures import pr_figure
+
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 2, 60)
+    s = np.round(rng.random(60), 1)  # ties
+    fig = pr_figure(y, s)
+    line = [ln for ln in fig.axes[0].get_lines() if ln.get_label().startswith("precision")][0]
+    recall, precision = line.get_data()
+    ref_p, ref_r, _ = precision_recall_curve(y, s)
+    np.testing.assert_allclose(recall, ref_r[::-1])
+    np.testing.assert_allclose(precision, ref_p[::-1])
+    with pytest.raises(InputDataError, match=re.escape(ROC_ONE_CLASS.format(n_pos=2, n_neg=0))):
+        pr_figure([1, 1], [0.2, 0.4])
