@@ -285,3 +285,52 @@ def test_pr_curve_matches_sklearn() -> None:
     np.testing.assert_allclose(precision, ref_p[::-1])
     with pytest.raises(InputDataError, match=re.escape(ROC_ONE_CLASS.format(n_pos=2, n_neg=0))):
         pr_figure([1, 1], [0.2, 0.4])
+
+
+def test_medlens_audit_record_is_summarised_per_method(bundle_dir: Path, tmp_path: Path) -> None:
+    b = read_bundle(bundle_dir)
+    audit = {
+        "n_cases": 40,
+        "methods": {
+            "gradcam": {
+                "evaluations": {"total": 1234},
+                "sanity": {"passed": True},
+                "faithfulness": {
+                    "deletion_auc": 0.3111,
+                    "deletion_auc_random": 0.9222,
+                    "insertion_auc": 0.8333,
+                    "insertion_auc_random": 0.5444,
+                },
+                "localisation": {"pointing_game": 0.75},
+                "shortcut": {
+                    "flagged_cohorts": [
+                        {
+                            "cohort": "site",
+                            "value": "site_b",
+                            "region": "corner_top_left",
+                            "rule": "case_rate",
+                        }
+                    ]
+                },
+                "trust": {"n_trusted": 7, "n_cases": 40},
+            },
+            "saliency": {"sanity": {"passed": False}, "shortcut": {"flagged_cohorts": []}},
+        },
+    }
+    folder = tmp_path / "b"
+    write_bundle(
+        folder, provenance=b.provenance, validation=b.validation, audit=audit, cases=b.cases
+    )
+    text = " ".join(_text(write_regulatory_report(folder, tmp_path / "r.pdf")))
+    for needle in (
+        "0.311 / 0.922",
+        "0.833 / 0.544",
+        "0.750",
+        "7 / 40",
+        "1234",
+        "FAIL",
+        "site = site_b",
+        "corner_top_left",
+    ):
+        assert needle in text, needle
+    assert "Audit entry" not in text  # the structured summary, not the raw key dump
