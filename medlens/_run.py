@@ -167,6 +167,19 @@ def _agreement(maps: Sequence[Any]) -> float | None:
     return float(np.mean(values)) if values else None
 
 
+TRUST_CHECKS = ("randomisation", "faithfulness", "stability", "anatomy")
+TRUST_NOT_CHECKED = "trust not checked (no explanation audit of this case and method)"
+
+
+def _trust_cards(audit: Mapping[str, Any] | None) -> dict[tuple[str, str], Mapping[str, Any]]:
+    """(case id, method) -> trust card of a ``medlens audit`` record (empty without one)."""
+    cards: dict[tuple[str, str], Mapping[str, Any]] = {}
+    for method, rec in ((audit or {}).get("methods") or {}).items():
+        for card in (rec.get("trust") or {}).get("cards", []):
+            cards[(str(card["case"]), method)] = card
+    return cards
+
+
 def _explain_gallery(
     cfg: MedlensConfig,
     model: Any,
@@ -178,6 +191,7 @@ def _explain_gallery(
     threshold: float,
     threshold_source: str,
     progress: bool,
+    trust: Mapping[tuple[str, str], Mapping[str, Any]],
 ) -> tuple[list[dict[str, Any]], list[Any]]:
     from . import xai
     from .reports import CaseInput, CaseMap, render_heatmap_overlay, sha256_file
@@ -207,6 +221,9 @@ def _explain_gallery(
             amap = r.maps_original[0][0] if r.maps_original is not None else r.maps[0, 0]
             png = render_heatmap_overlay(pixels, np.asarray(amap), method=method)
             path = atomic_write_bytes(gallery_dir / f"{case_id}_{method}.png", png)
+            card = trust.get((case_id, method))
+            trusted = None if card is None else bool(card["trusted"])
+            label = TRUST_NOT_CHECKED if card is None else str(card["label"])
             overlays.append(
                 {
                     "method": method,
@@ -214,9 +231,13 @@ def _explain_gallery(
                     "sha256": sha256_file(path),
                     "signed": bool(r.signed),
                     "evaluations": int(r.evaluations),
+                    "trusted": trusted,
+                    "trust_label": label,
                 }
             )
-            maps.append(CaseMap(method=method, overlay=png))
+            failed = [] if card is None else [c for c in TRUST_CHECKS if card.get(c) == "fail"]
+            note = f"failed: {', '.join(failed)}" if failed else ""
+            maps.append(CaseMap(method=method, overlay=png, trusted=trusted, note=note))
         score = float(table.at[i, "score"])
         agreement = _agreement(
             [
@@ -392,6 +413,7 @@ def run_pipeline(
         threshold,
         threshold_source,
         progress,
+        _trust_cards(audit),
     )
     seconds["explain"] = time.perf_counter() - t0
     say(f"explained {len(entries)} gallery case(s) with {', '.join(methods) or 'no method'}")

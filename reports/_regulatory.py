@@ -609,7 +609,7 @@ def _explanations(b: EvidenceBundle, bundle_dir: Path | None) -> list[Any]:
             style="h3",
         )
         pngs = [
-            (o.get("method", ""), _gallery_png(bundle_dir, o)) for o in case.get("overlays", [])
+            (_gallery_caption(o), _gallery_png(bundle_dir, o)) for o in case.get("overlays", [])
         ]
         pngs = [(m, p) for m, p in pngs if p is not None]
         if not pngs:
@@ -623,6 +623,16 @@ def _explanations(b: EvidenceBundle, bundle_dir: Path | None) -> list[Any]:
         t = Table([cells], colWidths=[w * 2.8346] * len(cells), hAlign="LEFT")
         story.append(KeepTogether([*title, t]))
     return story
+
+
+def _gallery_caption(overlay: Mapping[str, Any]) -> str:
+    """Method name, marked when the map failed its trust card (never shown as evidence)."""
+    method = str(overlay.get("method", ""))
+    if overlay.get("trusted") is False:
+        return f"{method}: FAILED trust checks, not evidence"
+    if overlay.get("trusted") is True:
+        return f"{method}: passed trust checks"
+    return f"{method}: trust not checked"
 
 
 def _limitations(b: EvidenceBundle, ev: Mapping[str, Any]) -> list[Any]:

@@ -114,6 +114,17 @@ def test_demo_writes_predictions_for_the_test_split(demo_run):
         assert (out / produced).is_file(), produced
     assert f"report       {out / 'run' / 'report.pdf'}" in cap["out"]
     assert "verdict      " in cap["out"] and "shortcut flags:" in cap["out"]
+    # gallery maps carry the trust card of the audit (which covers every test case with
+    # Grad-CAM); methods the audit did not run are marked as not checked
+    gallery = json.loads((out / "run" / "bundle" / "cases.json").read_text())["gallery"]
+    overlays = [o for case in gallery for o in case["overlays"]]
+    assert overlays
+    for o in overlays:
+        if o["method"] == "gradcam":
+            assert o["trusted"] in (True, False)
+            assert o["trust_label"].startswith(("passed", "FAILED"))
+        else:
+            assert o["trusted"] is None and o["trust_label"].startswith("trust not checked")
 
 
 def test_demo_scores_equal_a_direct_prediction(demo_run):

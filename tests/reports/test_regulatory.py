@@ -334,3 +334,15 @@ def test_medlens_audit_record_is_summarised_per_method(bundle_dir: Path, tmp_pat
     ):
         assert needle in text, needle
     assert "Audit entry" not in text  # the structured summary, not the raw key dump
+
+
+def test_gallery_captions_mark_the_trust_verdict() -> None:
+    from medlens.reports._regulatory import _gallery_caption
+
+    assert _gallery_caption({"method": "gradcam", "trusted": False}) == (
+        "gradcam: FAILED trust checks, not evidence"
+    )
+    assert (
+        _gallery_caption({"method": "gradcam", "trusted": True}) == "gradcam: passed trust checks"
+    )
+    assert _gallery_caption({"method": "saliency"}) == "saliency: trust not checked"
