@@ -23,7 +23,7 @@ import pandas as pd
 import yaml
 
 from ._errors import InputDataError, param_error
-from ._pipeline import STATUS_OK, load_cases, predict_cases, select_split
+from ._pipeline import CASE_COLUMNS, STATUS_OK, load_cases, predict_cases, select_split
 from .config import MedlensConfig, load_config
 
 __all__ = [
@@ -43,26 +43,7 @@ DEMO_N_PATIENTS = 300
 DEMO_IMAGE_SIZE = 128
 DEMO_AUDIT_METHODS = ("gradcam",)
 MODEL_FILES = {True: "demo_model.pt", False: "demo_model_noshortcut.pt"}
-PREDICTION_COLUMNS = (
-    "case_id",
-    "patient_key",
-    "study_key",
-    "split",
-    "label",
-    "score",
-    "site",
-    "manufacturer",
-    "model_name",
-    "sex",
-    "age_band",
-    "modality",
-    "view_position",
-    "body_part",
-    "shortcut_present",
-    "status",
-    "failure_reason",
-    "path",
-)
+PREDICTION_COLUMNS = (*CASE_COLUMNS, "shortcut_present", "status", "failure_reason", "path")
 NO_TEST_IMAGES = (
     "the cohort has no readable image in the '{split}' split; use more patients "
     "(--n-patients) so that every split is populated"

@@ -18,6 +18,7 @@ from ._errors import InputDataError, MedlensError
 from .config import MedlensConfig
 
 __all__ = [
+    "CASE_COLUMNS",
     "Cases",
     "STATUS_FAILED",
     "STATUS_OK",
@@ -27,6 +28,23 @@ __all__ = [
     "read_images",
 ]
 
+# Pseudonymous case columns of a predictions table, in output order (no file paths).
+CASE_COLUMNS = (
+    "case_id",
+    "patient_key",
+    "study_key",
+    "split",
+    "label",
+    "score",
+    "site",
+    "manufacturer",
+    "model_name",
+    "sex",
+    "age_band",
+    "modality",
+    "view_position",
+    "body_part",
+)
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
 LABELS_MISSING_COLUMNS = "missing column(s) {missing}; the file has: {present}"

@@ -30,7 +30,7 @@ from typing import IO, Any
 import numpy as np
 
 from ._errors import InputDataError, param_error
-from ._pipeline import STATUS_OK, load_cases, predict_cases, select_split
+from ._pipeline import CASE_COLUMNS, STATUS_OK, load_cases, predict_cases, select_split
 from .config import MedlensConfig
 
 __all__ = [
@@ -42,24 +42,7 @@ __all__ = [
 ]
 
 DEFAULT_GALLERY_METHODS = ("gradcam", "saliency", "integrated_gradients")
-PREDICTION_COLUMNS = (
-    "case_id",
-    "patient_key",
-    "study_key",
-    "split",
-    "label",
-    "score",
-    "site",
-    "manufacturer",
-    "model_name",
-    "sex",
-    "age_band",
-    "modality",
-    "view_position",
-    "body_part",
-    "status",
-    "failure_reason",
-)
+PREDICTION_COLUMNS = (*CASE_COLUMNS, "status", "failure_reason")
 NOT_BINARY = (
     "medlens run handles binary heads only for now (model.head.type is {head!r}); "
     "use `medlens predict` and `medlens validate` for other tasks"

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from medlens._errors import EvidenceError, param_error
+from medlens.validation import EVIDENCE_METRICS
 
 from ._bundle import EvidenceBundle, read_bundle, sha256_file
 from ._pdf import (
@@ -51,23 +52,7 @@ DECIMALS = 3
 NO_VALIDATION = "the bundle has no validation part (evidence.json); run `medlens validate` or `medlens run` first"
 GALLERY_FILE_CHANGED = "gallery image {file} has SHA-256 {got}, cases.json records {expected}"
 GALLERY_FILE_MISSING = "gallery image {file} listed in cases.json is missing from the bundle"
-PRIMARY_METRICS = (
-    "sensitivity",
-    "specificity",
-    "ppv",
-    "npv",
-    "accuracy",
-    "balanced_accuracy",
-    "f1",
-    "lr_positive",
-    "lr_negative",
-    "auc",
-    "average_precision",
-    "brier",
-    "ece",
-    "calibration_slope",
-    "calibration_intercept",
-)
+PRIMARY_METRICS = EVIDENCE_METRICS  # the evidence contract's metrics, in its order
 FOREST_METRICS = ("sensitivity", "specificity")
 AUDIT_MAX_ROWS = 60
 
