@@ -301,3 +301,20 @@ def test_explain_fn_may_return_an_explanation_result(tiny):
     np.testing.assert_allclose(wrapped.spearman, plain.spearman)
     with pytest.raises(ExplanationError, match=r"shape \(2, 2, 16, 16\)"):
         sanity_check(lambda m, x: SimpleNamespace(maps=np.ones((2, 2, 16, 16))), tiny, images)
+
+
+def test_gradcam_maps_change_strongly_under_cascading_randomisation(trained_cnn):
+    """Adebayo et al. (2018): Grad-CAM, like gradients, depends on the weights (passes)."""
+    from medlens.xai import get_explainer
+
+    model, images, _ = trained_cnn
+
+    def gradcam(m, x):
+        return get_explainer("gradcam", m).explain(x, target=1).maps[:, 0]
+
+    res = sanity_check(gradcam, model, images, seed=0)
+    assert res.passed and res.verdict == MAPS_DEPEND_ON_WEIGHTS
+    # once everything above the first convolution is random, the maps share little
+    step = res.layers.index("2")
+    assert float(np.median(res.spearman[step])) < 0.35
+    assert float(np.median(res.spearman[-1])) < SANITY_SPEARMAN_THRESHOLD
