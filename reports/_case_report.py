@@ -24,6 +24,7 @@ from reportlab.platypus import Flowable, KeepInFrame, PageBreak, Table, TableSty
 from medlens._errors import InputDataError, param_error
 
 from ._atomic import atomic_write_bytes
+from ._overlay import display_limit
 from ._pdf import (
     BADGE_COLOURS,
     GRID,
@@ -186,8 +187,9 @@ def render_heatmap_overlay(
     scan : ndarray of shape (H, W)
         Windowed scan (min-max scaled for display).
     heatmap : ndarray of shape (h, w)
-        Attribution map; absolute values are shown, scaled by their maximum. Resized
-        (bilinear) to the scan's shape when it differs.
+        Attribution map; absolute values are shown, clipped at their 99th percentile
+        (:func:`medlens.reports._overlay.display_limit`, the same rule as every medlens
+        overlay). Resized (bilinear) to the scan's shape when it differs.
     alpha : float in (0, 1]
         Opacity at the strongest attribution (weaker attribution is more transparent).
     cmap : str
@@ -222,8 +224,7 @@ def render_heatmap_overlay(
             img.resize((base.shape[1], base.shape[0]), PILImage.Resampling.BILINEAR),
             dtype=np.float64,
         )
-    peak = float(heat.max())
-    heat = heat / peak if peak > 0 else np.zeros_like(heat)
+    heat = np.clip(heat / display_limit(heat), 0.0, 1.0)  # the one display rule (p99 of |map|)
     grey = _to_uint8(base).astype(np.float64)[..., None].repeat(3, axis=2)
     lut = np.asarray(colormaps[cmap](np.linspace(0, 1, 256)))[:, :3] * 255.0
     colour = lut[np.round(heat * 255).astype(np.int64)]
@@ -372,7 +373,8 @@ def case_report_story(case: CaseInput, *, width: float | None = None) -> list[Fl
     table.setStyle(TableStyle(cmds))
     body.append(table)
     body += paragraph(
-        "Colour shows relative influence on the score (brighter = more influence), scaled per map.",
+        "Colour shows influence on the score (brighter = more influence), clipped at the "
+        "99th percentile of each map.",
         style="caption",
     )
 

@@ -125,7 +125,12 @@ def test_render_heatmap_overlay_matches_hand_blend():
     lut = np.asarray(colormaps["viridis"](np.linspace(0, 1, 256)))[:, :3] * 255
     expected_peak = np.round(grey[1, 2] * 0.5 + lut[255] * 0.5)
     np.testing.assert_array_equal(out[1, 2], expected_peak)
-    expected_half = np.round(grey[3, 3] * 0.75 + lut[128] * 0.25)
+    # colour scale clipped at the 99th percentile of |map| (1.85 here): 2.0 saturates,
+    # 1.0 sits at 1 / 1.85 of the scale
+    v = np.percentile(np.abs(heat), 99)
+    assert v == pytest.approx(1.85)
+    h = 1.0 / v
+    expected_half = np.round(grey[3, 3] * (1 - 0.5 * h) + lut[int(np.round(h * 255))] * 0.5 * h)
     np.testing.assert_array_equal(out[3, 3], expected_half)
     np.testing.assert_array_equal(out[0, 0], [0, 0, 0])
     assert (out[0, 1] == grey[0, 1]).all()  # zero attribution leaves the scan untouched
