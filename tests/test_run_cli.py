@@ -161,3 +161,26 @@ def test_select_gallery_picks_extremes() -> None:
     assert select_gallery(y, s, threshold=0.5, per_kind=0) == []
     with pytest.raises(MedlensError, match="'per_kind' parameter of select_gallery"):
         select_gallery(y, s, threshold=0.5, per_kind=-1)
+
+
+def test_two_runs_give_identical_bytes(run_out, tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """Same inputs, same bytes: JSON bundle and both PDFs (the date comes from
+    SOURCE_DATE_EPOCH when it is set, as in reproducible builds)."""
+    root, _, plan = run_out
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")  # 2023-11-14T22:13:20Z
+    outs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        args = ["run", "--config", str(root / "config.yaml"), "--plan", plan, "--out", str(out)]
+        assert main([*args, "--gallery", "1", "--methods", "gradcam", "--no-progress"]) == 0
+        outs.append(out)
+    for part in (
+        "report.pdf",
+        "case_reports.pdf",
+        "predictions.csv",
+        "bundle/bundle.json",
+        "bundle/evidence.json",
+        "bundle/cases.json",
+    ):
+        assert (outs[0] / part).read_bytes() == (outs[1] / part).read_bytes(), part
+    assert "2023-11-14T22:13:20Z" in (outs[0] / "bundle/bundle.json").read_text()
