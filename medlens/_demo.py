@@ -13,6 +13,7 @@ import io
 import math
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -25,6 +26,7 @@ import yaml
 from ._errors import InputDataError, param_error
 from ._pipeline import CASE_COLUMNS, STATUS_OK, load_cases, predict_cases, select_split
 from .config import MedlensConfig, load_config
+from .validation import UndefinedMetricWarning, roc_auc
 
 __all__ = [
     "DEMO_IMAGE_SIZE",
@@ -34,7 +36,6 @@ __all__ = [
     "DemoResult",
     "demo_config",
     "demo_model_path",
-    "roc_auc",
     "run_demo",
 ]
 
@@ -85,19 +86,6 @@ def demo_config(*, shortcut: bool = True, cohort: Any = None) -> MedlensConfig:
             }
         )
     return cfg.model_copy(update=update)
-
-
-def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """ROC AUC (Mann-Whitney, ties count 1/2); NaN when only one class is present."""
-    labels = np.asarray(labels).astype(bool)
-    scores = np.asarray(scores, dtype=float)
-    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
-    if n_pos == 0 or n_neg == 0:
-        return math.nan
-    from scipy.stats import rankdata
-
-    ranks = rankdata(scores)
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 @dataclass(frozen=True)
@@ -258,7 +246,9 @@ def run_demo(
             progress=progress,
         )
     labels = scored["label"].to_numpy()
-    auc = roc_auc(labels, scored["score"].to_numpy())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)  # the summary says why
+        auc = roc_auc(labels, scored["score"].to_numpy(), curve=False).estimate
     seconds = time.perf_counter() - start
     result = DemoResult(
         out_dir=root,

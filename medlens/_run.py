@@ -138,7 +138,7 @@ def _validate(predictions_csv: Path, plan_path: Path) -> dict[str, Any]:
 
 def _agreement(maps: Sequence[Any]) -> float | None:
     """Mean pairwise Spearman rank correlation of |map| over pixels (None for < 2 maps)."""
-    from scipy.stats import spearmanr
+    from .xai import rank_correlation
 
     flat = [np.abs(np.asarray(m, dtype=np.float64)).ravel() for m in maps]
     values = []
@@ -146,7 +146,7 @@ def _agreement(maps: Sequence[Any]) -> float | None:
         for b in range(a + 1, len(flat)):
             if np.ptp(flat[a]) == 0 or np.ptp(flat[b]) == 0:
                 continue  # a constant map has no ranking
-            values.append(float(spearmanr(flat[a], flat[b]).statistic))
+            values.append(float(rank_correlation(flat[a][None], flat[b][None])[0]))
     return float(np.mean(values)) if values else None
 
 

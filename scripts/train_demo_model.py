@@ -31,10 +31,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from medlens._demo import DEMO_IMAGE_SIZE, DEMO_SEED, demo_config, roc_auc
+from medlens._demo import DEMO_IMAGE_SIZE, DEMO_SEED, demo_config
 from medlens._pipeline import load_cases, read_images
 from medlens.model import Preprocessor
 from medlens.testing import TinyCNN, make_synthetic_cohort
+from medlens.validation import roc_auc as _roc_auc
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_N_PATIENTS = 600
@@ -67,6 +68,10 @@ def _build(cfg) -> nn.Module:
 
 
 @torch.no_grad()
+def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    return _roc_auc(labels, scores, curve=False).estimate
+
+
 def _scores(model: nn.Module, x: torch.Tensor) -> np.ndarray:
     model.eval()
     return torch.sigmoid(model(x))[:, 0].double().numpy()

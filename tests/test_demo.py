@@ -21,7 +21,6 @@ from medlens._demo import (
     PREDICTION_COLUMNS,
     demo_config,
     demo_model_path,
-    roc_auc,
     run_demo,
 )
 from medlens._pipeline import load_cases, read_images
@@ -261,16 +260,6 @@ def test_demo_refuses_a_non_empty_folder(tmp_path, capsys):
 def test_run_demo_bad_parameters(tmp_path, kwargs, match):
     with pytest.raises(MedlensError, match=match):
         run_demo(tmp_path / "x", progress=False, **kwargs)
-
-
-def test_roc_auc_matches_sklearn_and_is_nan_for_one_class():
-    rng = np.random.default_rng(0)
-    y = rng.integers(0, 2, 200)
-    s = np.round(rng.random(200) + 0.3 * y, 1)  # many ties
-    assert roc_auc(y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
-    perm = rng.permutation(200)
-    assert roc_auc(y[perm], s[perm]) == pytest.approx(roc_auc(y, s), abs=1e-12)
-    assert np.isnan(roc_auc(np.ones(5), np.arange(5.0)))
 
 
 def test_example_config_matches_the_packaged_one():
