@@ -47,6 +47,22 @@ def _num(value: Any) -> float:
     return float("nan") if value is None else float(value)
 
 
+def _operating_point(ax: Any, x: float, y: float, xerr: Any, yerr: Any, label: str) -> None:
+    """The operating point with its 95 % CIs as error bars (undefined bounds drawn as 0)."""
+    ax.errorbar(
+        [x],
+        [y],
+        xerr=np.nan_to_num(xerr),
+        yerr=np.nan_to_num(yerr),
+        fmt="o",
+        color=_RED,
+        ms=5,
+        capsize=3,
+        lw=1.1,
+        label=label,
+    )
+
+
 def roc_figure(
     labels: Sequence[int] | np.ndarray,
     scores: Sequence[float] | np.ndarray,
@@ -122,18 +138,7 @@ def roc_figure(
         ]
         yerr = [[se - _num(sensitivity.get("ci_low"))], [_num(sensitivity.get("ci_high")) - se]]
         op = "operating point" + (f" (threshold {threshold:.3f})" if threshold is not None else "")
-        ax.errorbar(
-            [x],
-            [se],
-            xerr=np.nan_to_num(xerr),
-            yerr=np.nan_to_num(yerr),
-            fmt="o",
-            color=_RED,
-            ms=5,
-            capsize=3,
-            lw=1.1,
-            label=op,
-        )
+        _operating_point(ax, x, se, xerr, yerr, op)
     ax.set_xlim(-0.01, 1.01)
     ax.set_ylim(-0.01, 1.01)
     ax.set_xlabel("1 − specificity (false-positive rate)")
@@ -212,18 +217,7 @@ def pr_figure(
         se, pv = _num(sensitivity["estimate"]), _num(ppv["estimate"])
         xerr = [[se - _num(sensitivity.get("ci_low"))], [_num(sensitivity.get("ci_high")) - se]]
         yerr = [[pv - _num(ppv.get("ci_low"))], [_num(ppv.get("ci_high")) - pv]]
-        ax.errorbar(
-            [se],
-            [pv],
-            xerr=np.nan_to_num(xerr),
-            yerr=np.nan_to_num(yerr),
-            fmt="o",
-            color=_RED,
-            ms=5,
-            capsize=3,
-            lw=1.1,
-            label="operating point",
-        )
+        _operating_point(ax, se, pv, xerr, yerr, "operating point")
     ax.set_xlim(-0.01, 1.01)
     ax.set_ylim(-0.01, 1.03)
     ax.set_xlabel("recall (sensitivity)")
