@@ -73,7 +73,10 @@ def load_predictions(
                 raise missing_extra(
                     "reading parquet predictions", "pyarrow", "medlens[parquet]"
                 ) from None
-            frame = pd.read_parquet(path)
+            try:
+                frame = pd.read_parquet(path)
+            except (OSError, ValueError) as exc:  # pyarrow.ArrowInvalid is a ValueError
+                raise InputDataError(UNREADABLE.format(why=str(exc).strip()), source=src) from None
         elif suffix in (".csv", ".tsv", ".txt"):
             try:
                 frame = pd.read_csv(
