@@ -39,7 +39,7 @@ from ._counts import (
     youden_j,
 )
 from ._data import PredictionTable, load_predictions
-from ._engine import CriterionResult, GroupResult, ValidationReport, evaluate
+from ._engine import evaluate
 from ._evidence import EVIDENCE_KEYS, to_evidence, write_evidence
 from ._multiclass import (
     OneVsRestResult,
@@ -58,6 +58,7 @@ from ._plan import (
     parse_plan,
 )
 from ._proportions import MetricEstimate, ProportionEstimate, proportion_ci
+from ._results import CriterionResult, GroupResult, ValidationReport
 from ._roc import (
     DelongTestResult,
     RocResult,

@@ -12,7 +12,11 @@ ci_low, ci_high, method}). For ``task`` multiclass / multilabel, ``overall`` and
 cohort group also hold ``decision_rule`` and ``per_class[<class>]`` (a full group
 object, one-vs-rest); their ``metrics`` are macro averages over classes and their
 ``confusion`` the one-vs-rest counts summed over classes; ``overall`` adds ``task`` and
-``classes``; ``threshold`` is null for multiclass (argmax). ``overall`` and each
+``classes``; ``threshold`` is null for multiclass (argmax); cohort groups also hold
+``difference_to_overall`` of the macro metrics. ``calibration`` is then
+{``method``, ``per_class[<class>]``}: one binary calibration object per class,
+one-vs-rest (null when the class, or its complement, is absent), and acceptance criteria
+of class endpoints carry ``class``. ``overall`` and each
 ``cohorts[column][value]`` hold ``n``, ``n_positive``, ``confusion`` {tp, fp, tn, fn},
 ``threshold`` and ``metrics`` (plus ``n_negative``, ``n_patients``, ``design_effect``,
 ``flags`` and, for cohorts, ``difference_to_overall``). Each metric is
@@ -44,8 +48,8 @@ import pandas as pd
 from medlens._errors import EvidenceError
 
 from ._calibration import CalibrationResult, ReliabilityCurve
-from ._engine import GroupResult, ValidationReport
 from ._plan import EVIDENCE_METRICS
+from ._results import GroupResult, ValidationReport
 
 __all__ = ["EVIDENCE_KEYS", "to_evidence", "write_evidence"]
 
@@ -57,6 +61,10 @@ EVIDENCE_KEYS = (
     "overall",
     "plan",
     "provenance",
+)
+CLASS_CALIBRATION_METHOD = (
+    "one-vs-rest per class: the class as positive, its probability as score (null: the "
+    "class or its complement is absent from the analysed cases)"
 )
 SIG_DIGITS = 12
 PACKAGES = ("medlens", "numpy", "scipy", "scikit-learn", "statsmodels", "pandas")
@@ -232,6 +240,11 @@ def to_evidence(report: ValidationReport, *, timestamp: bool = False) -> dict[st
             "params": _clean(r["params"]),
             "after": _calibration(r["after"]),
         }
+    if report.calibration_per_class is not None:
+        cal = {
+            "method": CLASS_CALIBRATION_METHOD,
+            "per_class": {c: _calibration(r) for c, r in report.calibration_per_class.items()},
+        }
     criteria = []
     for c in report.criteria:
         e = {
@@ -252,6 +265,8 @@ def to_evidence(report: ValidationReport, *, timestamp: bool = False) -> dict[st
             e["note"] = "the confidence bound is undefined, so the goal cannot be shown to be met"
         if c.worst_case is not None:
             e["worst_case"] = _clean(c.worst_case)
+        if c.target_class is not None:
+            e["class"] = c.target_class
         criteria.append(e)
     acceptance = {**_clean(report.acceptance), "criteria": criteria}
     prov = dict(report.provenance)
@@ -309,7 +324,9 @@ def write_evidence(
     report: ValidationReport, out_dir: str | Path, *, timestamp: bool = False
 ) -> dict[str, Path]:
     """Write ``evidence.json``, ``overall.csv``, ``cohorts_<column>.csv``, ``acceptance.csv``
-    and ``calibration_reliability.csv`` into ``out_dir``; returns the paths written."""
+    and ``calibration_reliability.csv`` (multi-class / multi-label:
+    ``calibration_reliability_per_class.csv``, with a ``class`` column) into ``out_dir``;
+    returns the paths written."""
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -340,11 +357,14 @@ def write_evidence(
         p = out / f"cohorts_{safe}.csv"
         table.to_csv(str(p))
         paths[f"cohorts_{col}"] = p
+    criteria = ev["acceptance"]["criteria"]
+    with_class = ["class"] if any("class" in c for c in criteria) else []
     crit = pd.DataFrame(
-        ev["acceptance"]["criteria"],
+        criteria,
         columns=[
             "name",
             "metric",
+            *with_class,
             "operator",
             "goal",
             "primary",
@@ -359,9 +379,27 @@ def write_evidence(
     )
     paths["acceptance"] = out / "acceptance.csv"
     crit.to_csv(paths["acceptance"], index=False, float_format="%.12g", lineterminator="\n")
-    if ev["calibration"] is not None:
-        cur = ev["calibration"]["reliability"]
-        rel = pd.concat([pd.DataFrame(cur[k]) for k in ("uniform", "quantile")], ignore_index=True)
+    cal = ev["calibration"] or {}
+    if "reliability" in cal:
         paths["calibration"] = out / "calibration_reliability.csv"
-        rel.to_csv(paths["calibration"], index=False, float_format="%.12g", lineterminator="\n")
+        _reliability_frame(cal).to_csv(
+            paths["calibration"], index=False, float_format="%.12g", lineterminator="\n"
+        )
+    if cal.get("per_class"):
+        frames = [
+            _reliability_frame(c).assign(**{"class": name})
+            for name, c in cal["per_class"].items()
+            if c is not None
+        ]
+        if frames:
+            rel = pd.concat(frames, ignore_index=True)
+            rel = rel[["class", *[k for k in rel.columns if k != "class"]]]
+            paths["calibration"] = out / "calibration_reliability_per_class.csv"
+            rel.to_csv(paths["calibration"], index=False, float_format="%.12g", lineterminator="\n")
     return paths
+
+
+def _reliability_frame(cal: Mapping[str, Any]) -> pd.DataFrame:
+    """Both reliability curves of one calibration object, one row per bin."""
+    cur = cal["reliability"]
+    return pd.concat([pd.DataFrame(cur[k]) for k in ("uniform", "quantile")], ignore_index=True)

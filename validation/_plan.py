@@ -48,10 +48,17 @@ Schema (unknown keys are errors; every field below is optional unless marked req
     ``tuning_split`` (default "tuning") and then locked for the test split.
 ``primary_endpoints`` / ``secondary_endpoints`` : list of
     {``metric`` (one of the evidence metric keys), ``operator`` (">=" or "<="),
-    ``goal`` (number), ``name`` (optional label)}. A ">=" goal passes when the lower
+    ``goal`` (number), ``name`` (optional label), ``class`` (optional; multiclass /
+    multilabel only: one class name)}. A ">=" goal passes when the lower
     bound of the two-sided (1 - alpha) CI is >= goal; a "<=" goal when the upper bound
-    is <= goal. Primary endpoints are also judged in a worst-case analysis where failed
-    and indeterminate cases count as errors.
+    is <= goal. Without ``class`` a multiclass / multilabel endpoint is judged on the
+    macro average; with ``class`` (e.g. ``{metric: sensitivity, class: pneumothorax,
+    goal: 0.85}``) on that class one-vs-rest (``overall.per_class[<class>]``), exactly
+    like a binary endpoint with that class as the positive one. An unknown class name is
+    an error (checked against ``classes`` when declared, else against the classes
+    found in the table). Primary endpoints are also judged in a worst-case analysis
+    where failed and indeterminate cases count as errors (binary and class endpoints;
+    not for macro averages, which is then recorded as a deviation).
 ``subgroups`` : mapping
     ``columns`` (default: ``columns.cohorts``), ``intersections`` (list of lists of
     columns, opt-in), ``min_positives`` (10), ``min_negatives`` (10), ``min_n`` (20),
@@ -78,13 +85,23 @@ evidence proves which plan was applied.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from medlens._errors import ConfigError
 
@@ -94,6 +111,7 @@ __all__ = [
     "EVIDENCE_METRICS",
     "Endpoint",
     "OperatingPoint",
+    "check_endpoint_classes",
     "load_plan",
     "parse_plan",
 ]
@@ -117,6 +135,14 @@ EVIDENCE_METRICS = (
 )
 DEFAULT_COHORTS = ("site", "manufacturer", "sex", "age_band")
 AUTO = "auto"  # use the conventional column (patient_key, site, split, status) when present
+UNKNOWN_ENDPOINT_CLASS = (
+    "{where}: unknown class {cls!r}; the classes are {classes}{hint}. Fix the endpoint's "
+    "'class' (class names are case-sensitive)."
+)
+BINARY_ENDPOINT_CLASS = (
+    "{where}: endpoint 'class' {cls!r} is for multiclass/multilabel tasks; the endpoints of a binary "
+    "task are about its positive class already: drop 'class'"
+)
 
 
 class _Section(BaseModel):
@@ -182,10 +208,35 @@ class ThresholdRule(_Section):
 
 
 class Endpoint(_Section):
+    """One endpoint: ``metric operator goal``, optionally for one class (``class`` in the
+    plan, ``class_`` in Python)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
     metric: str
     operator: Literal[">=", "<="] = ">="
     goal: float
     name: str | None = None
+    class_: str | None = Field(default=None, alias="class")
+
+    @field_validator("class_", mode="before")
+    @classmethod
+    def _class_text(cls, value: Any) -> Any:
+        # class names are compared as text (YAML may read a class named 1 as an int)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        return value
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        # written as "class" and only when set, so plans without class endpoints keep
+        # their canonical hash
+        out = handler(self)
+        target = out.pop("class_", None)
+        target = out.pop("class", target)
+        if target is not None:
+            out["class"] = target
+        return out
 
     @model_validator(mode="after")
     def _known_metric(self) -> Endpoint:
@@ -253,11 +304,15 @@ class AnalysisPlan(_Section):
                 raise ValueError(
                     f"classes: a binary task has exactly 2 classes [negative, positive]; got {len(self.classes)}"
                 )
+            for where, ep in self.endpoints():
+                if ep.class_ is not None:
+                    raise ValueError(BINARY_ENDPOINT_CLASS.format(where=where, cls=ep.class_))
             return self
         if self.classes is not None:
             names = [str(c) for c in self.classes]
             if len(set(names)) != len(names):
                 raise ValueError(f"classes must be distinct; got {names}")
+            check_endpoint_classes(self, names, error=ValueError)
         if self.threshold.rule != "fixed":
             raise ValueError(
                 f"threshold.rule {self.threshold.rule!r} is for binary tasks; task {self.task!r} needs rule 'fixed'"
@@ -268,12 +323,38 @@ class AnalysisPlan(_Section):
             raise ValueError(f"secondary analyses are for binary tasks, not {self.task!r}")
         return self
 
+    def endpoints(self) -> list[tuple[str, Endpoint]]:
+        """Every endpoint with its place in the plan, e.g. ("primary_endpoints.0", ep)."""
+        return [
+            (f"{kind}.{i}", ep)
+            for kind in ("primary_endpoints", "secondary_endpoints")
+            for i, ep in enumerate(getattr(self, kind))
+        ]
+
     def canonical_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
 
     def sha256(self) -> str:
         """SHA-256 of the canonical JSON form (independent of YAML layout and comments)."""
         return hashlib.sha256(self.canonical_json().encode("utf-8")).hexdigest()
+
+
+def check_endpoint_classes(
+    plan: AnalysisPlan, classes: Sequence[str], *, error: type[Exception] = ConfigError
+) -> None:
+    """Raise ``error`` naming the first endpoint whose ``class`` is not one of ``classes``."""
+    for where, ep in plan.endpoints():
+        if ep.class_ is None or ep.class_ in classes:
+            continue
+        close = difflib.get_close_matches(ep.class_, list(classes), n=1)
+        raise error(
+            UNKNOWN_ENDPOINT_CLASS.format(
+                where=f"{where}.class",
+                cls=ep.class_,
+                classes=list(classes),
+                hint=f" (did you mean {close[0]!r}?)" if close else "",
+            )
+        )
 
 
 def parse_plan(raw: Any, *, source: str = "<plan>") -> AnalysisPlan:
@@ -290,7 +371,12 @@ def parse_plan(raw: Any, *, source: str = "<plan>") -> AnalysisPlan:
         lines = []
         for e in exc.errors():
             loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-            msg = "unknown key; check the spelling" if e["type"] == "extra_forbidden" else e["msg"]
+            if e["type"] == "extra_forbidden":
+                msg = "unknown key; check the spelling"
+            elif e["type"] == "value_error" and "error" in e.get("ctx", {}):
+                msg = str(e["ctx"]["error"])  # without pydantic's "Value error, " prefix
+            else:
+                msg = e["msg"]
             lines.append(f"{loc}: {msg}")
         raise ConfigError(
             "invalid analysis plan:\n  " + "\n  ".join(lines), source=source

@@ -17,7 +17,7 @@ from medlens.validation import (
     specificity_at_sensitivity,
     to_evidence,
 )
-from medlens.validation._engine import _auc_from_curve, _best_at, _SortedScores
+from medlens.validation._secondary import _auc_from_curve, _best_at, _SortedScores
 
 from .conftest import predictions_frame, proc_dataset
 

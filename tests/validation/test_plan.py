@@ -60,3 +60,11 @@ def test_example_plan_documents_the_new_sections():
     plan, _ = load_plan(REPO / "configs" / "plan.yaml")
     assert plan.task == "binary" and plan.columns.score_pattern == "prob_{class}"
     assert plan.secondary.comparisons == [] and plan.secondary.operating_points == []
+
+
+def test_endpoint_without_class_keeps_its_canonical_form():
+    # plans written before endpoints had a 'class' keep their canonical hash
+    plan = parse_plan({"primary_endpoints": [{"metric": "auc", "goal": 0.8}]})
+    (ep,) = plan.model_dump(mode="json")["primary_endpoints"]
+    assert ep == {"metric": "auc", "operator": ">=", "goal": 0.8, "name": None}
+    assert '"class"' not in plan.canonical_json()
