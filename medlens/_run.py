@@ -1,28 +1,36 @@
 """The end-to-end job behind ``medlens run``: config + plan -> evidence bundle -> PDF reports.
 
 Steps: ingest (manifest / DICOM folder, labels joined) -> predict the test split ->
-validate against the analysis plan -> explain a small gallery (highest-scoring true and
-false positives, lowest-scoring false negatives) with a few cheap methods -> write the
-evidence bundle -> render the regulatory PDF and the clinician case-report PDF.
+validate against the analysis plan (plus a pointwise ROC band) -> optionally audit the
+explanations -> explain a small gallery (highest-scoring true and false positives,
+lowest-scoring false negatives) with a few cheap methods -> write the evidence bundle ->
+render the regulatory PDF and the clinician case-report PDF (-> DICOM Secondary Captures).
 
 Output folder layout::
 
     predictions.csv          test split: pseudonymous ids, label, score, cohorts, status
     bundle/                  evidence bundle (bundle.json, evidence.json, cases.json,
-                             gallery/<case>_<method>.png, explanation_audit.json if given)
+                             gallery/<case>_<method>.png, explanation_audit.json if any)
     report.pdf               regulatory evidence report (re-render: `medlens report`)
     case_reports.pdf         one page per gallery case
+    audit/                   files of the explanation audit (with ``audit_methods``)
+    dicom/<case>_<method>.dcm  gallery overlays as DICOM Secondary Capture (``dicom_sc``)
+    .cache/                  content-addressed results of the heavy steps (StageCache)
 
 No file path or DICOM header value reaches the outputs apart from the configuration
-recorded in the provenance; case ids are the manifest's pseudonymous keys.
+recorded in the provenance; case ids are the manifest's pseudonymous keys. The one
+exception is ``include_identifiers=True`` (``--include-identifiers``), which the user
+must ask for: the gallery cases' patient ID and name are then shown next to their keys.
 """
 
 from __future__ import annotations
 
+import io
+import json
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import IO, Any
@@ -34,9 +42,12 @@ from ._pipeline import CASE_COLUMNS, STATUS_OK, load_cases, predict_cases, selec
 from .config import MedlensConfig
 
 __all__ = [
+    "CACHE_DIR",
     "DEFAULT_GALLERY_METHODS",
     "PREDICTION_COLUMNS",
+    "CacheWarning",
     "RunResult",
+    "StageCache",
     "run_pipeline",
     "select_gallery",
 ]
@@ -65,7 +76,13 @@ class RunResult:
         The acceptance verdict of the validation (``"pass"``/``"fail"``).
     n_cases, n_failed, n_gallery : int
     seconds : dict
-        Wall-clock seconds per step (``predict``, ``validate``, ``explain``, ``report``).
+        Wall-clock seconds per step (``ingest``, ``predict``, ``validate``, ``audit``,
+        ``explain``, ``report``).
+    stages : dict
+        ``"cached"`` or ``"computed"`` for each cached step that ran (``predictions``,
+        ``validation``, ``audit``, ``gallery``).
+    dicom_files : tuple of Path
+        The DICOM Secondary Capture objects written (``dicom_sc=True``).
     """
 
     out_dir: Path
@@ -79,6 +96,8 @@ class RunResult:
     n_failed: int
     n_gallery: int
     seconds: Mapping[str, float]
+    stages: Mapping[str, str] = field(default_factory=dict)
+    dicom_files: tuple[Path, ...] = ()
 
 
 def select_gallery(
@@ -163,29 +182,19 @@ def _trust_cards(audit: Mapping[str, Any] | None) -> dict[tuple[str, str], Mappi
     return cards
 
 
-def _explain_gallery(
+def _explain_maps(
     cfg: MedlensConfig,
     model: Any,
-    table: Any,
-    images: list[Any],
-    picks: list[tuple[int, str]],
+    scans: list[Any],
+    ids: list[str],
     methods: Sequence[str],
-    gallery_dir: Path,
-    threshold: float,
-    threshold_source: str,
     progress: bool,
-    trust: Mapping[tuple[str, str], Mapping[str, Any]],
-) -> tuple[list[dict[str, Any]], list[Any]]:
+) -> tuple[dict[tuple[str, str], np.ndarray], dict[str, Any]]:
+    """Explanation maps (in the scan's geometry) of the gallery cases: the heavy step."""
     from . import xai
-    from .reports import CaseInput, CaseMap, render_heatmap_overlay, sha256_file
-    from .reports._atomic import atomic_write_bytes
 
-    if not picks or not methods:
-        return [], []
     explainers = {m: xai.get_explainer(m, model.module, head=cfg.model.head) for m in methods}
-    chosen = [images[i] for i, _ in picks]
-    ids = [str(table.at[i, "case_id"]) for i, _ in picks]
-    x, geometries = model.preprocess.batch(chosen)
+    x, geometries = model.preprocess.batch(scans)
     results = xai.explain_cases(
         explainers,
         x,
@@ -194,15 +203,70 @@ def _explain_gallery(
         inverse=[partial(model.preprocess.invert_map, geometry=g) for g in geometries],
         progress=progress,
     )
+    maps: dict[tuple[str, str], np.ndarray] = {}
+    meta: dict[str, Any] = {}
+    for case_id in ids:
+        for method, r in results[case_id].items():
+            amap = r.maps_original[0][0] if r.maps_original is not None else r.maps[0, 0]
+            maps[(case_id, method)] = np.asarray(amap)
+            meta[f"{case_id}\t{method}"] = {
+                "signed": bool(r.signed),
+                "evaluations": int(r.evaluations),
+            }
+    return maps, meta
+
+
+def _maps_to_bytes(maps: Mapping[tuple[str, str], np.ndarray], meta: Mapping[str, Any]) -> bytes:
+    """One .npz holding every map (``m0``, ``m1`` ...) and a JSON index (``index``)."""
+    from .reports import dumps_json
+
+    keys = sorted(maps)
+    index = {"maps": [[c, m] for c, m in keys], "meta": dict(meta)}
+    arrays = {f"m{i}": np.asarray(maps[k]) for i, k in enumerate(keys)}
+    arrays["index"] = np.frombuffer(dumps_json(index).encode("utf-8"), dtype=np.uint8)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def _maps_from_bytes(data: bytes) -> tuple[dict[tuple[str, str], np.ndarray], dict[str, Any]]:
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        index = json.loads(npz["index"].tobytes().decode("utf-8"))
+        maps = {(c, m): npz[f"m{i}"] for i, (c, m) in enumerate(index["maps"])}
+    return maps, index["meta"]
+
+
+def _render_gallery(
+    table: Any,
+    scans: list[Any],
+    picks: list[tuple[int, str]],
+    ids: list[str],
+    methods: Sequence[str],
+    maps: Mapping[tuple[str, str], np.ndarray],
+    meta: Mapping[str, Any],
+    gallery_dir: Path,
+    threshold: float,
+    threshold_source: str,
+    model_name: str,
+    trust: Mapping[tuple[str, str], Mapping[str, Any]],
+    identifiers: Mapping[str, Mapping[str, str]],
+) -> tuple[list[dict[str, Any]], list[Any], dict[tuple[str, str], bytes]]:
+    """Overlays (bundle PNGs), gallery entries of cases.json and case-report inputs."""
+    from .reports import CaseInput, CaseMap, render_heatmap_overlay, sha256_file
+    from .reports._atomic import atomic_write_bytes
+
     gallery_dir.mkdir(parents=True, exist_ok=True)
     entries: list[dict[str, Any]] = []
     case_inputs: list[Any] = []
-    for (i, kind), case_id, scan in zip(picks, ids, chosen, strict=True):
+    pngs: dict[tuple[str, str], bytes] = {}
+    for (i, kind), case_id, scan in zip(picks, ids, scans, strict=True):
         pixels = np.asarray(scan.pixels, dtype=np.float64)
-        overlays, maps = [], []
-        for method, r in results[case_id].items():
-            amap = r.maps_original[0][0] if r.maps_original is not None else r.maps[0, 0]
+        overlays, case_maps = [], []
+        for method in methods:
+            amap = maps[(case_id, method)]
+            info = meta[f"{case_id}\t{method}"]
             png = render_heatmap_overlay(pixels, np.asarray(amap), method=method)
+            pngs[(case_id, method)] = png
             path = atomic_write_bytes(gallery_dir / f"{case_id}_{method}.png", png)
             card = trust.get((case_id, method))
             trusted = None if card is None else bool(card["trusted"])
@@ -212,32 +276,29 @@ def _explain_gallery(
                     "method": method,
                     "file": f"{gallery_dir.name}/{path.name}",
                     "sha256": sha256_file(path),
-                    "signed": bool(r.signed),
-                    "evaluations": int(r.evaluations),
+                    "signed": bool(info["signed"]),
+                    "evaluations": int(info["evaluations"]),
                     "trusted": trusted,
                     "trust_label": label,
                 }
             )
             failed = [] if card is None else [c for c in TRUST_CHECKS if card.get(c) == "fail"]
             note = f"failed: {', '.join(failed)}" if failed else ""
-            maps.append(CaseMap(method=method, overlay=png, trusted=trusted, note=note))
+            case_maps.append(CaseMap(method=method, overlay=png, trusted=trusted, note=note))
         score = float(table.at[i, "score"])
-        agreement = _agreement(
-            [
-                r.maps_original[0][0] if r.maps_original is not None else r.maps[0, 0]
-                for r in results[case_id].values()
-            ]
-        )
-        entries.append(
-            {
-                "case_id": case_id,
-                "kind": kind,
-                "label": int(table.at[i, "label"]),
-                "score": score,
-                "agreement": agreement,
-                "overlays": overlays,
-            }
-        )
+        agreement = _agreement([maps[(case_id, m)] for m in methods])
+        entry: dict[str, Any] = {
+            "case_id": case_id,
+            "kind": kind,
+            "label": int(table.at[i, "label"]),
+            "score": score,
+            "agreement": agreement,
+            "overlays": overlays,
+        }
+        ident = dict(identifiers.get(case_id) or {})
+        if identifiers:
+            entry["identifiers"] = ident
+        entries.append(entry)
         case_inputs.append(
             CaseInput(
                 case_id=case_id,
@@ -245,14 +306,16 @@ def _explain_gallery(
                 score=score,
                 threshold=threshold,
                 predicted_class="positive" if score >= threshold else "negative",
-                maps=tuple(maps),
+                maps=tuple(case_maps),
                 agreement=agreement,
                 threshold_source=threshold_source,
-                model_name=str(model.name),
+                model_name=model_name,
                 notes=(f"gallery: {kind} (reference label {int(table.at[i, 'label'])})",),
+                identifiers=ident,
+                identifiers_requested=bool(identifiers),
             )
         )
-    return entries, case_inputs
+    return entries, case_inputs, pngs
 
 
 SALT_WITHHELD = "(withheld: secret)"
@@ -276,6 +339,229 @@ def _recorded_config(cfg: MedlensConfig) -> dict[str, Any]:
     return dump
 
 
+CACHE_DIR = ".cache"
+CACHE_CORRUPT = (
+    "cache entry {file} is damaged (SHA-256 {got}, recorded {expected}); it is ignored and "
+    "the {stage} step recomputed"
+)
+CACHE_INCOMPLETE = (
+    "cache entry {file} has no readable checksum file (interrupted write?); it is ignored "
+    "and the {stage} step recomputed"
+)
+CACHE_UNUSABLE = "cache entry {file} cannot be used ({error}); the {stage} step is recomputed"
+NOT_DICOM_SC = (
+    "--dicom-sc: case {case} is not a DICOM image, so no Secondary Capture references it; "
+    "its overlays are only in the bundle"
+)
+BAD_PSEUDONYM_SC = (
+    "case id {case!r} cannot be written as a DICOM PatientID pseudonym (1-64 characters of "
+    "A-Z, a-z, 0-9, '-', '_', '.'); use manifest case ids of that form or --include-identifiers"
+)
+IDENTIFIERS_UNAVAILABLE = "not available (the source is not a DICOM file)"
+
+
+class CacheWarning(UserWarning):
+    """A cache entry of ``medlens run`` was damaged or incomplete and was not used."""
+
+
+class StageCache:
+    """Content-addressed cache of the steps of ``medlens run`` (``OUT/.cache``).
+
+    An entry is ``<stage>-<key>.<ext>`` with ``<key>`` the SHA-256 of everything the step
+    depends on (the input hashes, the step's parameters and the medlens version), plus a
+    ``.sha256`` file holding the SHA-256 of the entry's bytes, written after it. Both are
+    written atomically. An entry whose bytes do not match its checksum (or that has no
+    checksum) is reported with a :class:`CacheWarning` and recomputed, never used.
+
+    Parameters
+    ----------
+    folder : path
+        Cache folder (created on the first write).
+    read : bool
+        False (``--no-cache``) recomputes every step; the fresh results are still stored.
+    say : callable
+        Receives the warning texts as progress lines.
+    """
+
+    def __init__(self, folder: Path, *, read: bool = True, say: Callable[[str], None]) -> None:
+        self.folder = Path(folder)
+        self.read = bool(read)
+        self.say = say
+
+    @staticmethod
+    def key(stage: str, **ingredients: Any) -> str:
+        """SHA-256 of the step name, the medlens version and the given ingredients."""
+        from . import __version__
+        from .reports import sha256_json
+
+        return sha256_json({"stage": stage, "medlens_version": __version__, **ingredients})
+
+    def path(self, stage: str, key: str, ext: str) -> Path:
+        return self.folder / f"{stage}-{key}.{ext}"
+
+    def _drop(self, stage: str, path: Path, text: str) -> None:
+        warnings.warn(text, CacheWarning, stacklevel=3)
+        self.say(f"warning: {text}")
+        for p in (path, path.with_name(path.name + ".sha256")):
+            p.unlink(missing_ok=True)
+
+    def load(self, stage: str, key: str, ext: str) -> bytes | None:
+        """The entry's bytes when present and intact, else None (damaged: warning)."""
+        if not self.read:
+            return None
+        path = self.path(stage, key, ext)
+        if not path.is_file():
+            return None
+        from .reports import sha256_bytes
+
+        data = path.read_bytes()
+        check = path.with_name(path.name + ".sha256")
+        try:
+            expected = check.read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            self._drop(stage, path, CACHE_INCOMPLETE.format(file=path.name, stage=stage))
+            return None
+        got = sha256_bytes(data)
+        if got != expected:
+            self._drop(
+                stage,
+                path,
+                CACHE_CORRUPT.format(file=path.name, got=got, expected=expected, stage=stage),
+            )
+            return None
+        return data
+
+    def unusable(self, stage: str, key: str, ext: str, error: str) -> None:
+        """Report and remove an entry whose checksum matched but whose content did not parse."""
+        path = self.path(stage, key, ext)
+        self._drop(stage, path, CACHE_UNUSABLE.format(file=path.name, error=error, stage=stage))
+
+    def store(self, stage: str, key: str, ext: str, data: bytes) -> None:
+        from .reports import sha256_bytes
+        from .reports._atomic import atomic_write_bytes
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = atomic_write_bytes(self.path(stage, key, ext), data)
+        atomic_write_bytes(
+            path.with_name(path.name + ".sha256"), (sha256_bytes(data) + "\n").encode("ascii")
+        )
+
+
+def _file_digest(path: Any) -> str:
+    """SHA-256 of a file, or a marker when there is no such file (failed cases)."""
+    from .reports import sha256_file
+
+    if not isinstance(path, str) or not Path(path).is_file():
+        return "absent"
+    return sha256_file(path)
+
+
+def _excluded_by_class(table: Any) -> dict[str, dict[str, int]]:
+    """Failed / indeterminate cases of the test split by reference class."""
+    import pandas as pd
+
+    label = table["label"] if "label" in table.columns else None
+    out: dict[str, dict[str, int]] = {}
+    for status in ("failed", "indeterminate"):
+        mask = (table["status"] == status).to_numpy()
+        if label is None:
+            lab = np.full(int(mask.sum()), np.nan)
+        else:
+            lab = np.asarray(pd.to_numeric(label[mask], errors="coerce"), dtype=float)
+        out[status] = {
+            "positive": int(np.sum(lab == 1)),
+            "negative": int(np.sum(lab == 0)),
+            "unknown": int(np.sum(~np.isin(lab, (0.0, 1.0)))),
+        }
+    return out
+
+
+def _dicom_header(path: Any) -> Any:
+    """The DICOM header of a case file (no pixels), or None when it is not DICOM."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    if not isinstance(path, str) or not Path(path).is_file():
+        return None
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=True)
+    except (InvalidDicomError, OSError, ValueError):
+        return None
+
+
+def _identifiers(table: Any, picks: list[tuple[int, str]], ids: list[str]) -> dict[str, dict]:
+    """Patient ID and name from the DICOM header of each gallery case (--include-identifiers)."""
+    out: dict[str, dict[str, str]] = {}
+    for (i, _), case_id in zip(picks, ids, strict=True):
+        ds = _dicom_header(table.at[i, "path"] if "path" in table.columns else None)
+        if ds is None:
+            out[case_id] = {"patient_id": IDENTIFIERS_UNAVAILABLE}
+            continue
+        out[case_id] = {
+            "patient_id": str(ds.get("PatientID", "") or ""),
+            "patient_name": str(ds.get("PatientName", "") or ""),
+        }
+    return out
+
+
+def _png_rgb(png: bytes) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+def _write_dicom_sc(
+    table: Any,
+    picks: list[tuple[int, str]],
+    ids: list[str],
+    methods: Sequence[str],
+    pngs: Mapping[tuple[str, str], bytes],
+    folder: Path,
+    *,
+    report_id: str,
+    model_name: str,
+    include_identifiers: bool,
+    say: Callable[[str], None],
+) -> list[Path]:
+    """Each gallery overlay as a DICOM Secondary Capture in the source study (new series)."""
+    from .reports import SourceReference, write_secondary_capture
+    from .reports._dicom_sc import _PSEUDONYM_RE
+
+    written: list[Path] = []
+    for (i, _), case_id in zip(picks, ids, strict=True):
+        ds = _dicom_header(table.at[i, "path"] if "path" in table.columns else None)
+        if ds is None or "SOPInstanceUID" not in ds:
+            say(NOT_DICOM_SC.format(case=case_id))
+            continue
+        if not include_identifiers and not _PSEUDONYM_RE.fullmatch(case_id):
+            raise InputDataError(BAD_PSEUDONYM_SC.format(case=case_id))
+        ref = SourceReference.from_dataset(ds)
+        folder.mkdir(parents=True, exist_ok=True)
+        for j, method in enumerate(methods):
+            written.append(
+                write_secondary_capture(
+                    folder / f"{case_id}_{method}.dcm",
+                    _png_rgb(pngs[(case_id, method)]),
+                    source=ref,
+                    series_description=f"medlens {method} overlay"[:64],
+                    pseudonym=None if include_identifiers else case_id,
+                    include_identifiers=include_identifiers,
+                    series_number=900 + j,
+                    instance_number=1,
+                    series_key=report_id,
+                    derivation_description=(
+                        f"medlens {method} explanation of model {model_name}, report {report_id}"
+                    ),
+                )
+            )
+    return written
+
+
+def _short(digest: str) -> str:
+    return digest[:12]
+
+
 def run_pipeline(
     cfg: MedlensConfig,
     plan_path: str | Path,
@@ -284,12 +570,24 @@ def run_pipeline(
     gallery: int = 2,
     methods: Sequence[str] = DEFAULT_GALLERY_METHODS,
     audit: Mapping[str, Any] | None = None,
+    audit_methods: Sequence[str] = (),
     title: str = "medlens regulatory evidence report",
     progress: bool = False,
     stream: IO[str] | None = None,
     log: Callable[[str], None] | None = None,
+    cache: bool = True,
+    include_identifiers: bool = False,
+    dicom_sc: bool = False,
 ) -> RunResult:
     """Run ingest -> predict -> validate -> explain -> bundle -> PDF for one config.
+
+    Intermediate results are cached by content in ``OUT/.cache`` (see
+    :class:`StageCache`): predictions (keyed by the model weights, the model and
+    preprocessing settings, the case table and every test image's SHA-256), the
+    validation evidence with its ROC band (predictions + plan), the explanation audit
+    (predictions' inputs + methods + seed) and the gallery's explanation maps (weights,
+    preprocessing, the chosen cases' images, methods, seed). A rerun with nothing changed
+    skips those steps and writes byte-identical outputs.
 
     Parameters
     ----------
@@ -306,6 +604,9 @@ def run_pipeline(
         Explainer names for the gallery (see :func:`medlens.xai.list_explainers`).
     audit : mapping, optional
         An explanation-audit record (``explanation_audit.json``) to include in the bundle.
+    audit_methods : sequence of str
+        When ``audit`` is not given: run the explanation audit of the test split with
+        these methods (files in ``OUT/audit``; cached). Empty: no audit.
     title : str
         Report title (no patient identifiers).
     progress : bool
@@ -314,6 +615,16 @@ def run_pipeline(
         Where step messages go (default: none). ``log`` overrides it.
     log : callable, optional
         Called with one line per step.
+    cache : bool
+        Use cached results (False: ``--no-cache``, recompute every step and refresh the
+        cache).
+    include_identifiers : bool
+        Put the patient ID and name of each gallery case (from its DICOM header) into the
+        bundle, the case reports, the regulatory report and the DICOM objects. Off by
+        default: outputs carry pseudonymous keys only.
+    dicom_sc : bool
+        Write each gallery overlay as a DICOM Secondary Capture referencing the source
+        study and image into ``OUT/dicom``.
 
     Returns
     -------
@@ -324,8 +635,19 @@ def run_pipeline(
     InputDataError
         If the head is not binary or no test case could be scored.
     """
+    import pandas as pd
+
     from .model import load_model
-    from .reports import provenance, write_bundle, write_case_reports
+    from .reports import (
+        dumps_json,
+        provenance,
+        sha256_bytes,
+        sha256_file,
+        to_jsonable,
+        write_bundle,
+        write_case_reports,
+    )
+    from .reports._atomic import atomic_write_bytes
     from .reports._regulatory import write_regulatory_report
 
     if not isinstance(cfg, MedlensConfig):
@@ -334,6 +656,17 @@ def run_pipeline(
         raise param_error("gallery", "run_pipeline", "an int >= 0", gallery)
     if isinstance(methods, str):
         raise param_error("methods", "run_pipeline", "a sequence of explainer names", methods)
+    if isinstance(audit_methods, str):
+        raise param_error(
+            "audit_methods", "run_pipeline", "a sequence of explainer names", audit_methods
+        )
+    for name, flag in (
+        ("cache", cache),
+        ("include_identifiers", include_identifiers),
+        ("dicom_sc", dicom_sc),
+    ):
+        if not isinstance(flag, bool):
+            raise param_error(name, "run_pipeline", "a bool", flag)
     plan_path = Path(plan_path)
     if not plan_path.is_file():
         raise InputDataError("analysis plan not found", source=str(plan_path))
@@ -342,36 +675,119 @@ def run_pipeline(
     say = log or (
         (lambda line: print(line, file=stream, flush=True)) if stream else (lambda line: None)
     )
+    methods = list(methods)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    store = StageCache(out / CACHE_DIR, read=cache, say=say)
     seconds: dict[str, float] = {}
+    stages: dict[str, str] = {}
+    models: list[Any] = []
 
+    def get_model() -> Any:
+        if not models:
+            models.append(load_model(cfg.model, preprocess=cfg.preprocess))
+        return models[0]
+
+    def report(stage: str, hit: bool, digest: str) -> None:
+        stages[stage] = "cached" if hit else "computed"
+        how = "cached" if hit else ("recomputed (--no-cache)" if not cache else "computed")
+        say(f"{stage}: {how} (sha {_short(digest)})")
+
+    # ingest: the case table and the fingerprints of everything the predictions depend on
     t0 = time.perf_counter()
     cases = load_cases(cfg)
     test = select_split(cases.table, cfg, cfg.data.test_split)
-    model = load_model(cfg.model, preprocess=cfg.preprocess)
-    test, images = predict_cases(test, cfg, model, progress=progress)
-    predictions_csv = out / "predictions.csv"
-    from .reports._atomic import atomic_write_text
+    weights_sha = sha256_file(cfg.model.path)
+    model_settings = cfg.model.model_dump(mode="json", exclude={"path"})
+    preprocess_settings = cfg.preprocess.model_dump(mode="json")
+    table_sha = sha256_bytes(test.to_csv(index=False, lineterminator="\n").encode("utf-8"))
+    image_sha = [_file_digest(p) for p in test["path"]] if "path" in test.columns else []
+    seconds["ingest"] = time.perf_counter() - t0
 
-    atomic_write_text(
-        predictions_csv,
-        test[[c for c in PREDICTION_COLUMNS if c in test.columns]].to_csv(
-            index=False, lineterminator="\n"
-        ),
+    # predictions
+    t0 = time.perf_counter()
+    pred_key = store.key(
+        "predictions",
+        weights=weights_sha,
+        model=model_settings,
+        preprocess=preprocess_settings,
+        table=table_sha,
+        images=image_sha,
     )
-    scored = test["status"] == STATUS_OK
+    images: list[Any] | None = None
+    data = store.load("predictions", pred_key, "csv")
+    if data is not None:
+        try:
+            # scores as text, parsed by float(): exact round trip of what was written
+            cached = pd.read_csv(
+                io.BytesIO(data),
+                dtype={"case_id": str, "status": str, "score": str, "failure_reason": object},
+                keep_default_na=False,
+                na_values={"failure_reason": [""]},
+            )
+            if [str(c) for c in cached["case_id"]] != [str(c) for c in test["case_id"]]:
+                raise ValueError("its case ids differ from the case table")
+            test = test.reset_index(drop=True).copy()
+            test["score"] = np.array(
+                [float(v) if v != "" else np.nan for v in cached["score"]], dtype=float
+            )
+            test["status"] = cached["status"].to_numpy()
+            test["failure_reason"] = cached["failure_reason"].astype(object).to_numpy()
+        except (ValueError, KeyError) as exc:
+            store.unusable("predictions", pred_key, "csv", str(exc))
+            data = None
+    hit = data is not None
+    if data is None:
+        test, images = predict_cases(test, cfg, get_model(), progress=progress)
+        data = (
+            test[[c for c in PREDICTION_COLUMNS if c in test.columns]]
+            .to_csv(index=False, lineterminator="\n")
+            .encode("utf-8")
+        )
+        store.store("predictions", pred_key, "csv", data)
+    predictions_csv = atomic_write_bytes(out / "predictions.csv", data)
+    predictions_sha = sha256_bytes(data)
+    report("predictions", hit, predictions_sha)
+    scored = (test["status"] == STATUS_OK).to_numpy()
     if not scored.any():
         raise InputDataError(NO_SCORED.format(split=cfg.data.test_split, file=predictions_csv))
     seconds["predict"] = time.perf_counter() - t0
     say(f"predicted {int(scored.sum())} of {len(test)} test case(s) -> {predictions_csv}")
 
+    # validation (+ the ROC band, computed from the same predictions and bootstrap settings)
     t0 = time.perf_counter()
-    evidence = _validate(predictions_csv, plan_path)
+    plan_sha = sha256_file(plan_path)
+    val_key = store.key("validation", predictions=predictions_sha, plan=plan_sha)
+    data = store.load("validation", val_key, "json")
+    evidence = None
+    if data is not None:
+        try:
+            evidence = json.loads(data.decode("utf-8"))
+            if not isinstance(evidence, dict) or "acceptance" not in evidence:
+                raise ValueError("not a validation evidence record")
+        except (ValueError, UnicodeDecodeError) as exc:
+            store.unusable("validation", val_key, "json", str(exc))
+            data, evidence = None, None
+    hit = data is not None
+    if evidence is None:
+        evidence = to_jsonable(_validate(predictions_csv, plan_path))[0]
+        band = _roc_band(test[scored], evidence)
+        if band is not None:
+            evidence["roc_band"] = band
+        data = dumps_json(evidence).encode("utf-8")
+        store.store("validation", val_key, "json", data)
+    report("validation", hit, sha256_bytes(data))
     seconds["validate"] = time.perf_counter() - t0
     verdict = str(evidence["acceptance"].get("verdict"))
     say(f"validated: verdict {verdict}")
 
+    # explanation audit (only when asked and not given)
+    if audit is None and audit_methods:
+        t0 = time.perf_counter()
+        audit = _audit_stage(cfg, out, list(audit_methods), store, pred_key, test, report)
+        seconds["audit"] = time.perf_counter() - t0
+
+    # gallery explanations
     t0 = time.perf_counter()
     thr = evidence["plan"]["threshold"]
     threshold = float(thr["value"])
@@ -385,19 +801,65 @@ def run_pipeline(
         per_kind=gallery,
     )
     bundle_dir = out / "bundle"
-    entries, case_inputs = _explain_gallery(
-        cfg,
-        model,
-        test,
-        images,
-        picks,
-        list(methods),
-        bundle_dir / "gallery",
-        threshold,
-        threshold_source,
-        progress,
-        _trust_cards(audit),
-    )
+    entries: list[dict[str, Any]] = []
+    case_inputs: list[Any] = []
+    pngs: dict[tuple[str, str], bytes] = {}
+    ids = [str(test.at[i, "case_id"]) for i, _ in picks]
+    model_name = ""
+    if picks and methods:
+        pick_sha = [image_sha[i] if image_sha else "absent" for i, _ in picks]
+        gal_key = store.key(
+            "gallery",
+            weights=weights_sha,
+            model=model_settings,
+            preprocess=preprocess_settings,
+            methods=methods,
+            seed=cfg.seed,
+            cases=[[c, k] for c, (_, k) in zip(ids, picks, strict=True)],
+            images=pick_sha,
+        )
+        if images is not None:
+            scans = [images[i] for i, _ in picks]
+        else:
+            from ._pipeline import read_images
+
+            scans, failures = read_images([str(test.at[i, "path"]) for i, _ in picks], cfg)
+            if failures:
+                raise InputDataError(
+                    f"gallery case(s) could not be read again: {sorted(failures.values())}"
+                )
+        data = store.load("gallery", gal_key, "npz")
+        maps = meta = None
+        if data is not None:
+            try:
+                maps, meta = _maps_from_bytes(data)
+                if set(maps) != {(c, m) for c in ids for m in methods}:
+                    raise ValueError("it holds other cases or methods")
+            except (ValueError, KeyError, OSError) as exc:
+                store.unusable("gallery", gal_key, "npz", str(exc))
+                data, maps, meta = None, None, None
+        hit = data is not None
+        if maps is None:
+            maps, meta = _explain_maps(cfg, get_model(), scans, ids, methods, progress)
+            data = _maps_to_bytes(maps, meta)
+            store.store("gallery", gal_key, "npz", data)
+        report("gallery", hit, sha256_bytes(data))
+        model_name = _model_name(cfg, models)
+        entries, case_inputs, pngs = _render_gallery(
+            test,
+            scans,
+            picks,
+            ids,
+            methods,
+            maps,
+            meta,
+            bundle_dir / "gallery",
+            threshold,
+            threshold_source,
+            model_name,
+            _trust_cards(audit),
+            _identifiers(test, picks, ids) if include_identifiers else {},
+        )
     seconds["explain"] = time.perf_counter() - t0
     say(f"explained {len(entries)} gallery case(s) with {', '.join(methods) or 'no method'}")
 
@@ -405,7 +867,7 @@ def run_pipeline(
     ok_rows = test[scored]
     cases_part = {
         "threshold": threshold,
-        "methods": list(methods),
+        "methods": methods,
         "scores": {
             "case_id": [str(c) for c in ok_rows["case_id"]],
             "label": [int(v) for v in ok_rows["label"]],
@@ -416,7 +878,9 @@ def run_pipeline(
             str(k): int(v)
             for k, v in test.loc[~scored, "failure_reason"].fillna("unknown").value_counts().items()
         },
+        "excluded_by_class": _excluded_by_class(test),
     }
+    model_name = model_name or _model_name(cfg, models)
     files = {"model_weights": cfg.model.path, "predictions": predictions_csv, "plan": plan_path}
     if cfg.data.manifest is not None:
         files["manifest"] = cfg.data.manifest
@@ -424,18 +888,38 @@ def run_pipeline(
         seeds={"run": cfg.seed, "bootstrap": int(evidence["plan"]["bootstrap"]["seed"])},
         files=files,
         config=_recorded_config(cfg),
-        device=str(getattr(model, "device", "cpu")),
-        extra={"model": {"name": str(model.name), "head": cfg.model.head.type}},
+        device=str(getattr(models[0], "device", "cpu")) if models else "cpu",
+        extra={
+            "model": {"name": model_name, "head": cfg.model.head.type},
+            "identifiers_included": include_identifiers,
+        },
     )
     bundle = write_bundle(
         bundle_dir, provenance=prov, validation=evidence, audit=audit, cases=cases_part, title=title
     )
-    report_pdf = write_regulatory_report(bundle_dir, out / "report.pdf")
+    report_pdf = write_regulatory_report(
+        bundle_dir, out / "report.pdf", include_identifiers=include_identifiers
+    )
     case_pdf = None
     if case_inputs:
         case_pdf = write_case_reports(
             out / "case_reports.pdf", case_inputs, report_id=bundle.report_id
         )
+    dicom_files: list[Path] = []
+    if dicom_sc and entries:
+        dicom_files = _write_dicom_sc(
+            test,
+            picks,
+            ids,
+            methods,
+            pngs,
+            out / "dicom",
+            report_id=bundle.report_id,
+            model_name=model_name,
+            include_identifiers=include_identifiers,
+            say=say,
+        )
+        say(f"dicom: {len(dicom_files)} Secondary Capture object(s) -> {out / 'dicom'}")
     seconds["report"] = time.perf_counter() - t0
     say(f"report: {report_pdf}")
     return RunResult(
@@ -450,4 +934,101 @@ def run_pipeline(
         n_failed=int((~scored).sum()),
         n_gallery=len(entries),
         seconds=seconds,
+        stages=stages,
+        dicom_files=tuple(dicom_files),
     )
+
+
+def _model_name(cfg: MedlensConfig, models: list[Any]) -> str:
+    """The model's name (loaded model's, else the architecture from the config)."""
+    if models:
+        return str(models[0].name)
+    from .model import load_model
+
+    models.append(load_model(cfg.model, preprocess=cfg.preprocess))
+    return str(models[0].name)
+
+
+def _roc_band(rows: Any, evidence: Mapping[str, Any]) -> dict | None:
+    """Pointwise ROC band with the evidence's bootstrap settings (None for one class)."""
+    from .validation._roc_band import roc_band
+
+    y = rows["label"].to_numpy(dtype=float)
+    if np.unique(y).size < 2:
+        return None
+    boot = evidence["plan"]["bootstrap"]
+    # the same resampling unit and strata as the evidence's bootstrap
+    column = boot.get("stratified_by", "site" if boot.get("stratify_by_site", True) else None)
+    strata = None
+    if isinstance(column, str) and column in rows.columns:
+        strata = rows[column].astype(str).to_numpy()
+    clusters = None
+    if boot.get("unit", "patient") == "patient" and "patient_key" in rows.columns:
+        clusters = rows["patient_key"].astype(str).to_numpy()
+    band = roc_band(
+        y.astype(int),
+        rows["score"].to_numpy(dtype=float),
+        clusters=clusters,
+        strata=strata,
+        n_replicates=int(boot.get("replicates", 2000)),
+        seed=int(boot.get("seed", 0)),
+    )
+    return band.to_dict()
+
+
+def _audit_stage(
+    cfg: MedlensConfig,
+    out: Path,
+    methods: list[str],
+    store: StageCache,
+    pred_key: str,
+    table: Any,
+    report: Callable[[str, bool, str], None],
+) -> dict[str, Any]:
+    """The explanation audit of the test split (``medlens audit``), cached as its JSON.
+
+    Keyed by the predictions' inputs, the anatomy and lesion masks (file hashes), the
+    cohort columns, the methods and the seed.
+    """
+    from .commands import audit as audit_cmd
+    from .reports import dumps_json, sha256_bytes
+
+    masks = {
+        col: [_file_digest(p) for p in table[col]]
+        for col in ("anatomy_mask", "lesion_mask")
+        if col in table.columns
+    }
+    key = store.key(
+        "audit",
+        inputs=pred_key,
+        masks=masks,
+        cohort_columns=list(cfg.data.cohort_columns),
+        methods=methods,
+        seed=cfg.seed,
+        max_cases=None,
+    )
+    data = store.load("audit", key, "json")
+    record = None
+    if data is not None:
+        try:
+            record = json.loads(data.decode("utf-8"))
+            if not isinstance(record, dict) or "methods" not in record:
+                raise ValueError("not an explanation audit record")
+        except (ValueError, UnicodeDecodeError) as exc:
+            store.unusable("audit", key, "json", str(exc))
+            data, record = None, None
+    hit = data is not None
+    if record is None:
+        record = audit_cmd.audit_to_folder(
+            cfg,
+            out / "audit",
+            methods=tuple(methods),
+            max_cases=None,
+            seed=cfg.seed,
+            stream=io.StringIO(),
+        )
+        data = dumps_json(record).encode("utf-8")
+        record = json.loads(data.decode("utf-8"))
+        store.store("audit", key, "json", data)
+    report("audit", hit, sha256_bytes(data))
+    return record

@@ -1,4 +1,4 @@
-"""Clinician case report: one page per case, pseudonymous case id only.
+"""Clinician case report: one page per case, pseudonymous case id only (by default).
 
 Each page shows the windowed scan, the model's score against its threshold, the predicted
 class, the explanation maps of several methods side by side (each marked with its trust
@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,6 +69,12 @@ SCORE_FILL_BELOW = colors.HexColor("#8aa1c1")
 
 BAD_SCAN = "scan must be a finite 2D array (H, W); got shape {shape}"
 BAD_HEATMAP = "heatmap for {method!r} must be a finite 2D array; got shape {shape}"
+IDENTIFIER_MISSING = "not recorded in the DICOM header"
+SUBJECT_PSEUDONYMOUS = "Explanations of model decisions per case (pseudonymous case ids only)"
+SUBJECT_IDENTIFIED = (
+    "Explanations of model decisions per case; CONTAINS PATIENT IDENTIFIERS "
+    "(requested with --include-identifiers)"
+)
 BAD_CASE_ID = "case_id must be a non-empty pseudonymous key"
 DUPLICATE_IDS = "duplicate case ids {ids}; each case gets one page"
 BAD_CLASS = "predicted_class must be a non-empty str"
@@ -100,7 +106,8 @@ class CaseMap:
 
 @dataclass(frozen=True)
 class CaseInput:
-    """Everything one case page shows. No patient identifiers: ``case_id`` is pseudonymous.
+    """Everything one case page shows. ``case_id`` is pseudonymous; patient identifiers only
+    in ``identifiers``, filled only when the user asked for them.
 
     Attributes
     ----------
@@ -123,6 +130,13 @@ class CaseInput:
     model_name : str
     notes : sequence of str
         Further case-specific remarks.
+    identifiers : mapping of str to str
+        ``patient_id`` and ``patient_name`` from the DICOM header, shown next to the
+        pseudonymous key. Only when the user asked for them (``--include-identifiers``);
+        empty by default.
+    identifiers_requested : bool
+        The user asked for identifiers: the page shows them (or says they are not
+        available) and the PDF's subject says it contains patient identifiers.
     """
 
     case_id: str
@@ -136,6 +150,8 @@ class CaseInput:
     threshold_source: str = ""
     model_name: str = ""
     notes: Sequence[str] = field(default_factory=tuple)
+    identifiers: Mapping[str, str] = field(default_factory=dict)
+    identifiers_requested: bool = False
 
 
 def _finite(value: Any, name: str) -> float:
@@ -327,7 +343,15 @@ def case_report_story(case: CaseInput, *, width: float | None = None) -> list[Fl
 
     body: list[Flowable] = []
     above = score >= threshold
-    rows: list[tuple[str, Any]] = [
+    rows: list[tuple[str, Any]] = []
+    if case.identifiers_requested or case.identifiers:
+        ident = dict(case.identifiers or {})
+        rows += [
+            ("Pseudonymous key", case.case_id),
+            ("Patient ID (DICOM)", str(ident.get("patient_id") or IDENTIFIER_MISSING)),
+            ("Patient name (DICOM)", str(ident.get("patient_name") or IDENTIFIER_MISSING)),
+        ]
+    rows += [
         ("Predicted class", case.predicted_class),
         (
             "Score",
@@ -431,7 +455,9 @@ def render_case_reports(
         [builder],
         report_id=report_id,
         title=title,
-        subject="Explanations of model decisions per case (pseudonymous case ids only)",
+        subject=SUBJECT_IDENTIFIED
+        if any(c.identifiers_requested or c.identifiers for c in checked)
+        else SUBJECT_PSEUDONYMOUS,
         header_right="Case report: supports, does not replace, clinical reading",
     )
 

@@ -102,7 +102,8 @@ class _Matcher:
         self.byte_variants: list[tuple[str, str, bytes]] = []
         for m, variants in self.text_variants:
             for v in variants:
-                for enc in ("utf-8", "utf-16-le", "utf-16-be"):
+                # UTF-32: text in NumPy arrays (dtype '<U…', e.g. an .npy of case labels)
+                for enc in ("utf-8", "utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"):
                     self.byte_variants.append((m, enc[:6], v.encode(enc)))
 
     def in_text(self, text: str) -> list[str]:

@@ -51,7 +51,17 @@ __all__ = [
 DECIMALS = 3
 NO_VALIDATION = "the bundle has no validation part (evidence.json); run `medlens validate` or `medlens run` first"
 GALLERY_FILE_CHANGED = "gallery image {file} has SHA-256 {got}, cases.json records {expected}"
+NO_IDENTIFIERS = (
+    "--include-identifiers: this bundle holds no patient identifiers; re-run "
+    "`medlens run --include-identifiers` to put them into a bundle"
+)
+IDENTIFIERS_INCLUDED = (
+    "INCLUDED: patient ID and name of the gallery cases from their DICOM headers "
+    "(requested with --include-identifiers); handle this report as patient data"
+)
+IDENTIFIERS_EXCLUDED = "not included: pseudonymous case ids only"
 GALLERY_FILE_MISSING = "gallery image {file} listed in cases.json is missing from the bundle"
+_CLASSES = ("positive", "negative", "unknown")
 PRIMARY_METRICS = EVIDENCE_METRICS  # the evidence contract's metrics, in its order
 FOREST_METRICS = ("sensitivity", "specificity")
 AUDIT_MAX_ROWS = 60
@@ -146,7 +156,7 @@ def _metric_row(name: str, m: Mapping[str, Any] | None) -> list[Any]:
     ]
 
 
-def _cover(b: EvidenceBundle, ev: Mapping[str, Any]) -> list[Any]:
+def _cover(b: EvidenceBundle, ev: Mapping[str, Any], include_identifiers: bool) -> list[Any]:
     prov = b.provenance or {}
     sha = dict(prov.get("sha256") or {})
     evprov = ev.get("provenance", {})
@@ -171,6 +181,10 @@ def _cover(b: EvidenceBundle, ev: Mapping[str, Any]) -> list[Any]:
             ),
             ("medlens", str(prov.get("medlens_version", "–"))),
             ("Versions", versions),
+            (
+                "Patient identifiers",
+                IDENTIFIERS_INCLUDED if include_identifiers else IDENTIFIERS_EXCLUDED,
+            ),
         ]
     )
     return story
@@ -242,6 +256,7 @@ def _flow(ev: Mapping[str, Any], cases: Mapping[str, Any] | None) -> list[Any]:
     indet = int(fc.get("n_indeterminate", 0) or 0)
     analysed = int(fc.get("n_analysed", overall.get("n", 0)) or 0)
     reasons = (cases or {}).get("failed_reasons") or {}
+    by_class = (cases or {}).get("excluded_by_class") or None
     from ._report_figures import flow_figure
 
     story += figure(
@@ -253,10 +268,28 @@ def _flow(ev: Mapping[str, Any], cases: Mapping[str, Any] | None) -> list[Any]:
             positives=overall.get("n_positive"),
             negatives=overall.get("n_negative"),
             failed_reasons=sorted((str(k), int(v)) for k, v in reasons.items()),
+            excluded_by_class=by_class,
         ),
         width_mm=130,
-        caption="Figure 1. Flow of cases from the predictions file to the analysis (test split).",
+        caption="Figure 1. Flow of cases from the predictions file to the analysis (test split)"
+        + (
+            "; excluded cases split by reference class (unknown: no reference label)."
+            if by_class
+            else "."
+        ),
     )
+    if by_class:
+        rows_c = [
+            [status, *(int((by_class.get(status) or {}).get(k, 0)) for k in _CLASSES)]
+            for status in ("failed", "indeterminate")
+        ]
+        rows_c.append(["total", *(sum(r[j] for r in rows_c) for j in range(1, 4))])
+        story += data_table(
+            ["Excluded", "Reference positive", "Reference negative", "Unknown label"],
+            rows_c,
+            col_widths=[40, 40, 40, 40],
+        )
+        story += spacer(2)
     story += paragraph(f"Handling: {fc.get('handling', 'not recorded')}", style="small")
     by = fc.get("by_cohort") or {}
     rows = []
@@ -403,9 +436,7 @@ def _performance(b: EvidenceBundle, ev: Mapping[str, Any]) -> list[Any]:
                 band=ev.get("roc_band"),
             ),
             width_mm=105,
-            caption="Figure. Empirical ROC curve (from the per-case scores in cases.json) with the "
-            "operating point and its 95 % CIs (evidence.json). No pointwise CI band is drawn: "
-            "the evidence holds none.",
+            caption=_roc_caption(ev.get("roc_band")),
         )
     else:
         story += paragraph(
@@ -462,6 +493,24 @@ def _performance(b: EvidenceBundle, ev: Mapping[str, Any]) -> list[Any]:
         align=["LEFT", "RIGHT", "RIGHT", "LEFT"],
     )
     return story
+
+
+def _roc_caption(band: Mapping[str, Any] | None) -> str:
+    text = (
+        "Figure. Empirical ROC curve (from the per-case scores in cases.json) with the "
+        "operating point and its 95 % CIs (evidence.json). "
+    )
+    if not band:
+        return text + "No pointwise CI band is drawn: the evidence holds none."
+    return text + (
+        f"Shaded: pointwise {fmt(100 * float(band.get('level', 0.95)), 0)} % band of the "
+        f"sensitivity at {len(band.get('fpr', []))} fixed false-positive rates "
+        f"(evidence.json roc_band: {band.get('method', '')}, "
+        f"{band.get('n_valid', '–')} of {band.get('n_replicates', '–')} replicates over "
+        f"{band.get('n_clusters', '–')} patients"
+        + (", stratified by site" if band.get("stratified") else "")
+        + f", seed {band.get('seed', '–')}); not a simultaneous band."
+    )
 
 
 def _flatten(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
@@ -550,7 +599,9 @@ def _audit_summary(audit: Mapping[str, Any]) -> list[Any]:
     return story
 
 
-def _explanations(b: EvidenceBundle, bundle_dir: Path | None) -> list[Any]:
+def _explanations(
+    b: EvidenceBundle, bundle_dir: Path | None, include_identifiers: bool
+) -> list[Any]:
     story: list[Any] = heading("5 Explanation evidence", 0)
     story += heading("5.1 Explanation audit", 1)
     if b.audit and isinstance(b.audit.get("methods"), Mapping):
@@ -582,14 +633,27 @@ def _explanations(b: EvidenceBundle, bundle_dir: Path | None) -> list[Any]:
     story += paragraph(
         "Highest-scoring true positives, highest-scoring false positives and lowest-scoring "
         "false negatives, each explained by several methods. A heatmap shows what influenced "
-        "the model's score, not where disease is. Case ids are pseudonymous.",
+        "the model's score, not where disease is. Case ids are pseudonymous"
+        + (
+            "; patient identifiers from the DICOM headers are shown in brackets "
+            "(--include-identifiers)."
+            if include_identifiers
+            else "."
+        ),
         style="small",
     )
     from reportlab.platypus import KeepTogether, Table
 
     for case in gallery:
+        who = ""
+        if include_identifiers:
+            ident = case.get("identifiers") or {}
+            who = (
+                f" [patient ID {ident.get('patient_id') or '–'}, "
+                f"name {ident.get('patient_name') or '–'}]"
+            )
         title = paragraph(
-            f"{case.get('kind', '')}: case {case.get('case_id')} (reference "
+            f"{case.get('kind', '')}: case {case.get('case_id')}{who} (reference "
             f"{case.get('label')}, score {fmt(case.get('score'))})",
             style="h3",
         )
@@ -713,7 +777,10 @@ def _appendix(b: EvidenceBundle, ev: Mapping[str, Any]) -> list[Any]:
 
 
 def regulatory_story(
-    bundle: EvidenceBundle, *, bundle_dir: str | os.PathLike[str] | None = None
+    bundle: EvidenceBundle,
+    *,
+    bundle_dir: str | os.PathLike[str] | None = None,
+    include_identifiers: bool = False,
 ) -> list[Any]:
     """The story builders of the regulatory report for one evidence bundle.
 
@@ -724,6 +791,10 @@ def regulatory_story(
     bundle_dir : path, optional
         The bundle folder, where the case-gallery PNGs listed in ``cases.json`` live
         (their SHA-256 is checked); without it the gallery shows no images.
+    include_identifiers : bool, default False
+        Show the patient identifiers the bundle holds (a bundle written by
+        ``medlens run --include-identifiers``) next to the gallery's case ids, and say so
+        on the cover. Off: pseudonymous case ids only, whatever the bundle holds.
 
     Returns
     -------
@@ -733,12 +804,17 @@ def regulatory_story(
     Raises
     ------
     EvidenceError
-        If the bundle has no validation part or a gallery image is missing or changed.
+        If the bundle has no validation part, a gallery image is missing or changed, or
+        identifiers are asked for and the bundle holds none.
     """
     if not isinstance(bundle, EvidenceBundle):
         raise param_error("bundle", "regulatory_story", "an EvidenceBundle", type(bundle).__name__)
+    if not isinstance(include_identifiers, bool):
+        raise param_error("include_identifiers", "regulatory_story", "a bool", include_identifiers)
     if bundle.validation is None:
         raise EvidenceError(NO_VALIDATION, source=bundle.report_id)
+    if include_identifiers and not (bundle.provenance or {}).get("identifiers_included"):
+        raise EvidenceError(NO_IDENTIFIERS, source=bundle.report_id)
     ev = bundle.validation
     folder = Path(bundle_dir) if bundle_dir is not None else None
 
@@ -749,7 +825,7 @@ def regulatory_story(
         return build
 
     return [
-        section(_cover, bundle, ev),
+        section(_cover, bundle, ev, include_identifiers),
         section(_acceptance, ev),
         page_break(),
         section(_flow, ev, bundle.cases),
@@ -758,7 +834,7 @@ def regulatory_story(
         page_break(),
         section(_performance, bundle, ev),
         page_break(),
-        section(_explanations, bundle, folder),
+        section(_explanations, bundle, folder, include_identifiers),
         page_break(),
         section(_limitations, bundle, ev),
         section(_guidelines),
@@ -772,6 +848,7 @@ def write_regulatory_report(
     out: str | os.PathLike[str],
     *,
     verify: bool = True,
+    include_identifiers: bool = False,
 ) -> Path:
     """Render the regulatory PDF from an evidence bundle folder (nothing is recomputed).
 
@@ -783,6 +860,8 @@ def write_regulatory_report(
         PDF to write (atomically). The same bundle gives byte-identical PDFs.
     verify : bool, default True
         Check the parts' SHA-256 against ``bundle.json``.
+    include_identifiers : bool, default False
+        See :func:`regulatory_story` (``--include-identifiers``).
 
     Returns
     -------
@@ -790,5 +869,8 @@ def write_regulatory_report(
         The written PDF.
     """
     bundle = read_bundle(bundle_dir, verify=verify)
-    story = regulatory_story(bundle, bundle_dir=bundle_dir)
-    return build_pdf(out, story, **pdf_metadata(bundle), header_right="Regulatory evidence report")
+    story = regulatory_story(bundle, bundle_dir=bundle_dir, include_identifiers=include_identifiers)
+    meta = pdf_metadata(bundle)
+    if include_identifiers:
+        meta["subject"] += "; CONTAINS PATIENT IDENTIFIERS (requested with --include-identifiers)"
+    return build_pdf(out, story, **meta, header_right="Regulatory evidence report")

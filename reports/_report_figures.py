@@ -355,6 +355,7 @@ def flow_figure(
     positives: int | None = None,
     negatives: int | None = None,
     failed_reasons: Sequence[tuple[str, int]] = (),
+    excluded_by_class: Mapping[str, Mapping[str, int]] | None = None,
 ) -> Figure:
     """STARD-style flow diagram: received -> excluded (failed / indeterminate) -> analysed.
 
@@ -366,6 +367,10 @@ def flow_figure(
         Reference-standard classes among the analysed cases.
     failed_reasons : sequence of (reason, count)
         Shown in the exclusion box (at most 4).
+    excluded_by_class : mapping, optional
+        ``{"failed": {"positive": n, "negative": n, "unknown": n}, "indeterminate": {...}}``:
+        the excluded cases by reference class (unknown = no reference label), shown under
+        each exclusion line (STARD 2015 item 19).
 
     Returns
     -------
@@ -389,13 +394,30 @@ def flow_figure(
     ax.text(
         3.2, 5.3, f"Cases received\nn = {received}", ha="center", va="center", fontsize=9, bbox=box
     )
+
+    def split(status: str) -> list[str]:
+        if excluded_by_class is None:
+            return []
+        c = excluded_by_class.get(status) or {}
+        for key in ("positive", "negative", "unknown"):
+            v = c.get(key, 0)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+                raise param_error(
+                    "excluded_by_class", "flow_figure", "non-negative int counts", dict(c)
+                )
+        return [
+            f"(by class: positive {int(c.get('positive', 0))}, "
+            f"negative {int(c.get('negative', 0))}, unknown {int(c.get('unknown', 0))})"
+        ]
+
     lines = [
         f"Excluded from the main analysis\nn = {failed + indeterminate}",
         f"failed (unreadable / no score): {failed}",
-        f"indeterminate: {indeterminate}",
+        *split("failed"),
     ]
     for reason, count in list(failed_reasons)[:4]:
         lines.append(f"  {reason[:40]}: {count}")
+    lines += [f"indeterminate: {indeterminate}", *split("indeterminate")]
     ax.text(7.4, 3.6, "\n".join(lines), ha="center", va="center", fontsize=7.5, bbox=ex)
     ax.text(
         3.2, 2.0, f"Cases analysed\nn = {analysed}", ha="center", va="center", fontsize=9, bbox=box

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -143,6 +144,11 @@ def test_run_pipeline_bad_input(run_out, tmp_path: Path) -> None:  # noqa: ANN00
         run_pipeline(cfg, plan, tmp_path, gallery=-1)
     with pytest.raises(MedlensError, match="analysis plan not found"):
         run_pipeline(cfg, tmp_path / "missing.yaml", tmp_path)
+    for name in ("cache", "include_identifiers", "dicom_sc"):
+        with pytest.raises(MedlensError, match=f"'{name}' parameter of run_pipeline"):
+            run_pipeline(cfg, plan, tmp_path, **{name: "yes"})
+    with pytest.raises(MedlensError, match="'audit_methods' parameter of run_pipeline"):
+        run_pipeline(cfg, plan, tmp_path, audit_methods="gradcam")
     assert main(["report", "--evidence", str(tmp_path), "--out", str(tmp_path / "r.pdf")]) == 2
 
 
@@ -163,24 +169,384 @@ def test_select_gallery_picks_extremes() -> None:
         select_gallery(y, s, threshold=0.5, per_kind=-1)
 
 
-def test_two_runs_give_identical_bytes(run_out, tmp_path, monkeypatch) -> None:  # noqa: ANN001
+OUTPUTS = (
+    "report.pdf",
+    "case_reports.pdf",
+    "predictions.csv",
+    "bundle/bundle.json",
+    "bundle/evidence.json",
+    "bundle/cases.json",
+)
+EPOCH = "1700000000"  # 2023-11-14T22:13:20Z
+
+
+def _args(root: Path, plan: str, out: Path, *extra: str) -> list[str]:
+    return [
+        "run",
+        "--config",
+        str(root / "config.yaml"),
+        "--plan",
+        plan,
+        "--out",
+        str(out),
+        "--gallery",
+        "1",
+        "--methods",
+        "gradcam,saliency",
+        "--no-progress",
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def primed(run_out) -> Path:  # noqa: ANN001
+    """One run with a fixed date (SOURCE_DATE_EPOCH) whose folder and cache tests copy."""
+    import os
+
+    root, _, plan = run_out
+    out = root / "primed"
+    old = os.environ.get("SOURCE_DATE_EPOCH")
+    os.environ["SOURCE_DATE_EPOCH"] = EPOCH
+    try:
+        assert main(_args(root, plan, out)) == 0
+    finally:
+        if old is None:
+            del os.environ["SOURCE_DATE_EPOCH"]
+        else:
+            os.environ["SOURCE_DATE_EPOCH"] = old
+    return out
+
+
+@pytest.fixture
+def counted(monkeypatch) -> dict[str, int]:  # noqa: ANN001
+    """Count executions of the heavy steps of run_pipeline."""
+    import medlens._run as run_mod
+
+    counts = {"predict": 0, "validate": 0, "explain": 0}
+    for name, fn in (
+        ("predict", "predict_cases"),
+        ("validate", "_validate"),
+        ("explain", "_explain_maps"),
+    ):
+        original = getattr(run_mod, fn)
+
+        def wrapper(*a, _name=name, _orig=original, **k):  # noqa: ANN002, ANN003, ANN202
+            counts[_name] += 1
+            return _orig(*a, **k)
+
+        monkeypatch.setattr(run_mod, fn, wrapper)
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
+    return counts
+
+
+def _copy(primed: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "out"
+    shutil.copytree(primed, out)
+    return out
+
+
+def _same_outputs(a: Path, b: Path) -> None:
+    for part in OUTPUTS:
+        assert (a / part).read_bytes() == (b / part).read_bytes(), part
+    gallery = sorted(p.name for p in (a / "bundle" / "gallery").iterdir())
+    assert gallery == sorted(p.name for p in (b / "bundle" / "gallery").iterdir())
+    for name in gallery:
+        assert (a / "bundle/gallery" / name).read_bytes() == (
+            b / "bundle/gallery" / name
+        ).read_bytes()
+
+
+def test_two_runs_give_identical_bytes(run_out, primed, tmp_path, counted) -> None:  # noqa: ANN001
     """Same inputs, same bytes: JSON bundle and both PDFs (the date comes from
     SOURCE_DATE_EPOCH when it is set, as in reproducible builds)."""
     root, _, plan = run_out
-    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")  # 2023-11-14T22:13:20Z
-    outs = []
-    for name in ("a", "b"):
-        out = tmp_path / name
-        args = ["run", "--config", str(root / "config.yaml"), "--plan", plan, "--out", str(out)]
-        assert main([*args, "--gallery", "1", "--methods", "gradcam", "--no-progress"]) == 0
-        outs.append(out)
-    for part in (
-        "report.pdf",
-        "case_reports.pdf",
-        "predictions.csv",
-        "bundle/bundle.json",
-        "bundle/evidence.json",
-        "bundle/cases.json",
-    ):
-        assert (outs[0] / part).read_bytes() == (outs[1] / part).read_bytes(), part
-    assert "2023-11-14T22:13:20Z" in (outs[0] / "bundle/bundle.json").read_text()
+    out = tmp_path / "fresh"
+    assert main(_args(root, plan, out)) == 0
+    assert counted == {"predict": 1, "validate": 1, "explain": 1}
+    _same_outputs(primed, out)
+    assert "2023-11-14T22:13:20Z" in (out / "bundle/bundle.json").read_text()
+
+
+def test_rerun_skips_cached_steps_and_gives_identical_bytes(
+    run_out, primed, tmp_path, counted, capsys
+) -> None:  # noqa: ANN001
+    root, _, plan = run_out
+    out = _copy(primed, tmp_path)
+    assert main(_args(root, plan, out)) == 0
+    assert counted == {"predict": 0, "validate": 0, "explain": 0}
+    err = capsys.readouterr().err
+    for stage in ("predictions", "validation", "gallery"):
+        assert re.search(rf"^{stage}: cached \(sha [0-9a-f]{{12}}\)$", err, re.M), stage
+    _same_outputs(primed, out)
+
+
+def test_no_cache_recomputes_everything(run_out, primed, tmp_path, counted, capsys) -> None:  # noqa: ANN001
+    root, _, plan = run_out
+    out = _copy(primed, tmp_path)
+    assert main(_args(root, plan, out, "--no-cache")) == 0
+    assert counted == {"predict": 1, "validate": 1, "explain": 1}
+    assert "predictions: recomputed (--no-cache)" in capsys.readouterr().err
+    _same_outputs(primed, out)
+
+
+def test_changed_plan_recomputes_validation_only(run_out, primed, tmp_path, counted) -> None:  # noqa: ANN001
+    root, _, _ = run_out
+    plan2 = tmp_path / "plan2.yaml"
+    changed = {
+        **PLAN,
+        "primary_endpoints": [{"metric": "sensitivity", "operator": ">=", "goal": 0.6}],
+    }
+    plan2.write_text(yaml.safe_dump(changed), encoding="utf-8")
+    out = _copy(primed, tmp_path)
+    assert main(_args(root, str(plan2), out)) == 0
+    assert counted == {"predict": 0, "validate": 1, "explain": 0}
+    ev = json.loads((out / "bundle/evidence.json").read_text())
+    assert ev["acceptance"]["criteria"][0]["goal"] == 0.6
+    assert (out / "predictions.csv").read_bytes() == (primed / "predictions.csv").read_bytes()
+
+
+def test_damaged_cache_entries_are_recomputed_with_a_warning(
+    run_out, primed, tmp_path, counted
+) -> None:  # noqa: ANN001
+    from medlens._run import CACHE_DIR, CacheWarning
+
+    root, _, plan = run_out
+    out = _copy(primed, tmp_path)
+    cache = out / CACHE_DIR
+    (pred,) = cache.glob("predictions-*.csv")
+    data = bytearray(pred.read_bytes())
+    data[-3] = ord("9") if data[-3] != ord("9") else ord("8")  # one byte changed
+    pred.write_bytes(bytes(data))
+    (gal,) = cache.glob("gallery-*.npz")
+    gal.with_name(gal.name + ".sha256").unlink()  # as if interrupted between the two writes
+    with pytest.warns(CacheWarning) as caught:
+        assert main(_args(root, plan, out)) == 0
+    texts = " | ".join(str(w.message) for w in caught)
+    assert "is damaged" in texts and pred.name in texts
+    assert "no readable checksum" in texts and gal.name in texts
+    assert counted == {"predict": 1, "validate": 0, "explain": 1}
+    _same_outputs(primed, out)
+    # the damaged entries were replaced by good ones: the next run uses them silently
+    counted.update(predict=0, validate=0, explain=0)
+    assert main(_args(root, plan, out)) == 0
+    assert counted == {"predict": 0, "validate": 0, "explain": 0}
+
+
+def test_cache_key_depends_on_every_ingredient() -> None:
+    from medlens._run import StageCache
+
+    base = StageCache.key("predictions", weights="a", images=["x", "y"])
+    assert base == StageCache.key("predictions", weights="a", images=["x", "y"])
+    assert base != StageCache.key("predictions", weights="b", images=["x", "y"])
+    assert base != StageCache.key("predictions", weights="a", images=["x", "z"])
+    assert base != StageCache.key("validation", weights="a", images=["x", "y"])
+    assert re.fullmatch(r"[0-9a-f]{64}", base)
+
+
+def _markers(cohort) -> list[str]:  # noqa: ANN001
+    import pydicom
+
+    from medlens.reports import markers_from_dataset
+
+    markers: set[str] = set()
+    for path in sorted(Path(cohort.dicom_dir).rglob("*.dcm")):
+        markers.update(markers_from_dataset(pydicom.dcmread(path, stop_before_pixels=True)))
+    return sorted(markers)
+
+
+def _gallery_identity(out: Path, cohort) -> dict[str, tuple[str, str]]:  # noqa: ANN001
+    """case id -> (PatientID, PatientName) of the gallery cases, from the DICOM files."""
+    import pydicom
+
+    from medlens.io import pseudonymize
+
+    wanted = {g["case_id"] for g in json.loads((out / "bundle/cases.json").read_text())["gallery"]}
+    found = {}
+    for path in sorted(Path(cohort.dicom_dir).rglob("*.dcm")):
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        from medlens._demo import demo_config
+
+        key = pseudonymize(
+            ds.SOPInstanceUID, salt=demo_config().data.pseudonym_salt, prefix="case-"
+        )
+        if key in wanted:
+            found[key] = (str(ds.PatientID), str(ds.PatientName))
+    assert set(found) == wanted
+    return found
+
+
+def _pdf_text(path: Path) -> str:
+    return "\n".join(p.extract_text() for p in PdfReader(str(path)).pages)
+
+
+def test_include_identifiers_shows_them_only_when_asked(run_out, primed, tmp_path, counted) -> None:  # noqa: ANN001
+    from medlens.reports import scan_for_identifiers
+    from medlens.reports._regulatory import IDENTIFIERS_EXCLUDED
+
+    root, cohort, plan = run_out
+    identity = _gallery_identity(primed, cohort)
+    # absent by default (the primed run): no marker anywhere, the cover says so
+    assert scan_for_identifiers([primed], _markers(cohort)) == []
+    assert IDENTIFIERS_EXCLUDED in " ".join(_pdf_text(primed / "report.pdf").split())
+    # present with the flag, next to the pseudonymous key, in both PDFs and the bundle
+    out = _copy(primed, tmp_path)
+    assert main(_args(root, plan, out, "--include-identifiers", "--dicom-sc")) == 0
+    assert counted == {"predict": 0, "validate": 0, "explain": 0}  # a display option only
+    import pydicom
+
+    for f in sorted((out / "dicom").glob("*.dcm")):  # identity copied for PACS filing
+        sc = pydicom.dcmread(f, stop_before_pixels=True)
+        assert (sc.PatientID, str(sc.PatientName)) == identity[f.name.split("_")[0]]
+        assert "PatientIdentityRemoved" not in sc
+    case_text = " ".join(_pdf_text(out / "case_reports.pdf").split())
+    report_text = " ".join(_pdf_text(out / "report.pdf").split())
+    assert (
+        "CONTAINS PATIENT IDENTIFIERS"
+        in PdfReader(str(out / "case_reports.pdf")).metadata["/Subject"]
+    )
+    assert "Patient identifiers INCLUDED" in report_text
+    for key, (pid, name) in identity.items():
+        assert f"Pseudonymous key {key}" in case_text
+        assert f"Patient ID (DICOM) {pid}" in case_text
+        assert f"Patient name (DICOM) {name}" in case_text
+        assert f"case {key} [patient ID {pid}, name {name}]" in report_text
+    found = {f.marker for f in scan_for_identifiers([out], _markers(cohort))}
+    assert {pid for pid, _ in identity.values()} <= found
+    # medlens report: pseudonymous unless asked again; asking needs a bundle that has them
+    plain, named = tmp_path / "plain.pdf", tmp_path / "named.pdf"
+    assert main(["report", "--evidence", str(out / "bundle"), "--out", str(plain)]) == 0
+    assert scan_for_identifiers([plain], _markers(cohort)) == []
+    args = ["report", "--evidence", str(out / "bundle"), "--out", str(named)]
+    assert main([*args, "--include-identifiers"]) == 0
+    assert named.read_bytes() == (out / "report.pdf").read_bytes()
+    bad = ["report", "--evidence", str(primed / "bundle"), "--out", str(tmp_path / "x.pdf")]
+    assert main([*bad, "--include-identifiers"]) == 2
+    assert not (tmp_path / "x.pdf").exists()
+
+
+def test_dicom_sc_overlays_reference_the_source_and_pass_dciodvfy(
+    run_out, primed, tmp_path, counted
+) -> None:  # noqa: ANN001
+    import pydicom
+
+    from medlens.reports import scan_for_identifiers
+
+    root, cohort, plan = run_out
+    out = _copy(primed, tmp_path)
+    assert main(_args(root, plan, out, "--dicom-sc")) == 0
+    assert counted == {"predict": 0, "validate": 0, "explain": 0}
+    cases = json.loads((out / "bundle/cases.json").read_text())
+    files = sorted((out / "dicom").glob("*.dcm"))
+    expected = sorted(
+        f"{g['case_id']}_{o['method']}.dcm" for g in cases["gallery"] for o in g["overlays"]
+    )
+    assert [f.name for f in files] == expected
+    sources = {}
+    for path in sorted(Path(cohort.dicom_dir).rglob("*.dcm")):
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        sources[ds.SOPInstanceUID] = ds
+    for f in files:
+        sc = pydicom.dcmread(f)
+        src = sources[sc.SourceImageSequence[0].ReferencedSOPInstanceUID]
+        assert sc.StudyInstanceUID == src.StudyInstanceUID
+        assert sc.SeriesInstanceUID != src.SeriesInstanceUID
+        assert sc.PatientID == f.name.split("_")[0]  # the pseudonymous key
+        assert sc.pixel_array.shape[2] == 3
+    assert scan_for_identifiers([out / "dicom"], _markers(cohort)) == []
+    exe = shutil.which("dciodvfy")
+    if exe is None:
+        pytest.skip("dciodvfy not installed (apt-get install dicom3tools)")
+    for f in files:
+        res = subprocess.run([exe, str(f)], capture_output=True, text=True)
+        errors = [ln for ln in (res.stdout + res.stderr).splitlines() if ln.startswith("Error")]
+        assert errors == [], f.name
+
+
+def test_excluded_cases_are_counted_by_reference_class() -> None:
+    import pandas as pd
+
+    from medlens._run import _excluded_by_class
+
+    table = pd.DataFrame(
+        {
+            "status": ["ok", "failed", "failed", "failed", "indeterminate", "failed", "ok"],
+            "label": [1, 1, 0, np.nan, 1, 1, 0],
+        }
+    )
+    assert _excluded_by_class(table) == {
+        "failed": {"positive": 2, "negative": 1, "unknown": 1},
+        "indeterminate": {"positive": 1, "negative": 0, "unknown": 0},
+    }
+
+
+def test_audit_step_is_cached(run_out, primed, tmp_path, counted, monkeypatch, capsys) -> None:  # noqa: ANN001
+    """--audit-methods runs `medlens audit` once; a rerun takes its record from the cache.
+
+    The audit itself is replaced by a stub (its own tests cover it): this checks the
+    caching and that the record reaches the bundle.
+    """
+    import medlens.commands.audit as audit_cmd
+
+    calls = []
+
+    def fake_audit(cfg, out, *, methods, max_cases, seed, stream):  # noqa: ANN001, ANN202
+        calls.append((methods, max_cases, seed))
+        return {"n_cases": 3, "methods": {}, "note": [1.5, "x"]}
+
+    monkeypatch.setattr(audit_cmd, "audit_to_folder", fake_audit)
+    root, _, plan = run_out
+    out = _copy(primed, tmp_path)
+    for _ in range(2):
+        assert main(_args(root, plan, out, "--audit-methods", "gradcam")) == 0
+    assert calls == [(("gradcam",), None, 0)]
+    err = capsys.readouterr().err
+    assert "audit: computed (sha" in err and "audit: cached (sha" in err
+    assert json.loads((out / "bundle/explanation_audit.json").read_text())["n_cases"] == 3
+    assert counted == {"predict": 0, "validate": 0, "explain": 0}
+
+
+def test_changed_image_or_seed_recomputes_only_what_depends_on_it(
+    run_out, tmp_path, counted
+) -> None:  # noqa: ANN001
+    """Predictions are keyed by every test image's SHA-256; the gallery by its own cases'
+    images and the seed: a changed non-gallery image re-predicts and re-validates but
+    reuses the gallery maps; a changed seed recomputes the gallery only."""
+    import pydicom
+
+    from medlens._demo import demo_config
+    from medlens._pipeline import load_cases, select_split
+
+    root, cohort, plan = run_out
+    shutil.copytree(Path(cohort.root), tmp_path / "cohort")
+    cfg = demo_config(cohort=cohort)
+    data = cfg.data.model_copy(
+        update={
+            "dicom_dir": tmp_path / "cohort" / Path(cohort.dicom_dir).relative_to(cohort.root),
+            "labels": tmp_path / "cohort" / Path(cohort.ground_truth).relative_to(cohort.root),
+        }
+    )
+    cfg = cfg.model_copy(update={"data": data})
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(cfg.model_dump(mode="json")), encoding="utf-8")
+    out = tmp_path / "out"
+    args = ["run", "--config", str(config), "--plan", plan, "--out", str(out), "--gallery", "1"]
+    args += ["--methods", "gradcam", "--no-progress"]
+    assert main(args) == 0
+    assert counted == {"predict": 1, "validate": 1, "explain": 1}
+    gallery = {g["case_id"] for g in json.loads((out / "bundle/cases.json").read_text())["gallery"]}
+    test = select_split(load_cases(cfg).table, cfg, cfg.data.test_split)
+    path = next(p for c, p in zip(test["case_id"], test["path"], strict=True) if c not in gallery)
+    ds = pydicom.dcmread(path)
+    pixels = ds.pixel_array.copy()
+    pixels[:8, :8] = pixels.max() - pixels[:8, :8]  # a visible change: the score moves
+    ds.PixelData = pixels.tobytes()
+    ds.save_as(path)
+    counted.update(predict=0, validate=0, explain=0)
+    assert main(args) == 0
+    assert counted == {"predict": 1, "validate": 1, "explain": 0}
+    dumped = cfg.model_dump(mode="json")
+    dumped["seed"] = cfg.seed + 1
+    config.write_text(yaml.safe_dump(dumped), encoding="utf-8")
+    counted.update(predict=0, validate=0, explain=0)
+    assert main(args) == 0
+    assert counted == {"predict": 0, "validate": 0, "explain": 1}

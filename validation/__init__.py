@@ -70,6 +70,7 @@ from ._roc import (
     sensitivity_at_specificity,
     specificity_at_sensitivity,
 )
+from ._roc_band import RocBand, roc_band
 
 __all__ = [
     "AnalysisPlan",
@@ -96,6 +97,7 @@ __all__ = [
     "PredictionTable",
     "ProportionEstimate",
     "ReliabilityCurve",
+    "RocBand",
     "RocResult",
     "TemperatureScaling",
     "UndefinedMetricWarning",
@@ -133,6 +135,7 @@ __all__ = [
     "reliability_curve",
     "replicate_weights",
     "roc_auc",
+    "roc_band",
     "roc_curve",
     "sensitivity",
     "sensitivity_at_specificity",

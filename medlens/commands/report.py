@@ -21,12 +21,20 @@ def register(sub: Any) -> None:
         "--evidence", required=True, type=Path, help="evidence bundle folder (OUT/bundle)"
     )
     p.add_argument("--out", required=True, type=Path, help="PDF to write")
+    p.add_argument(
+        "--include-identifiers",
+        action="store_true",
+        help="show the patient identifiers held by a bundle from "
+        "`medlens run --include-identifiers` (default: pseudonymous case ids only)",
+    )
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..reports._regulatory import write_regulatory_report
 
-    path = write_regulatory_report(args.evidence, args.out)
+    path = write_regulatory_report(
+        args.evidence, args.out, include_identifiers=args.include_identifiers
+    )
     print(path)
     return 0

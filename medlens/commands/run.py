@@ -21,7 +21,9 @@ def register(sub: Any) -> None:
         description="Predict the config's test split, validate it against the analysis plan, "
         "explain a small gallery of true positives, false positives and false negatives, "
         "write the evidence bundle (OUT/bundle), the regulatory report (OUT/report.pdf) and "
-        "the clinician case reports (OUT/case_reports.pdf), then print the report's path.",
+        "the clinician case reports (OUT/case_reports.pdf), then print the report's path. "
+        "Intermediate results are cached by content in OUT/.cache: a rerun with nothing "
+        "changed skips prediction, validation, audit and explanations.",
     )
     p.add_argument("--config", required=True, type=Path, help="medlens YAML config")
     p.add_argument("--plan", required=True, type=Path, help="analysis plan YAML")
@@ -44,6 +46,31 @@ def register(sub: Any) -> None:
         default=None,
         help="explanation_audit.json from `medlens audit` to include in the report",
     )
+    p.add_argument(
+        "--audit-methods",
+        default="",
+        help="without --audit: run the explanation audit of the test split with these "
+        "comma-separated explainers (files in OUT/audit; cached); default: no audit",
+    )
+    p.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="recompute every step instead of reusing OUT/.cache (the cache is refreshed)",
+    )
+    p.add_argument(
+        "--include-identifiers",
+        action="store_true",
+        help="show the patient ID and name from the DICOM headers next to the pseudonymous "
+        "keys in the case reports, the report's gallery and the bundle; with --dicom-sc the "
+        "DICOM objects copy the source's patient and study identity so that a PACS files "
+        "them in the original study (default: pseudonymous keys only)",
+    )
+    p.add_argument(
+        "--dicom-sc",
+        action="store_true",
+        help="also write each gallery overlay as a DICOM Secondary Capture in the source "
+        "study (new series) into OUT/dicom, for viewing beside the scan in a PACS",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     p.set_defaults(run=run)
 
@@ -61,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         if not isinstance(audit, dict):
             raise EvidenceError(BAD_AUDIT, source=str(args.audit))
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    audit_methods = [m.strip() for m in args.audit_methods.split(",") if m.strip()]
     result = run_pipeline(
         cfg,
         args.plan,
@@ -68,11 +96,17 @@ def run(args: argparse.Namespace) -> int:
         gallery=args.gallery,
         methods=methods,
         audit=audit,
+        audit_methods=audit_methods,
         progress=not args.no_progress,
         stream=sys.stderr,
+        cache=not args.no_cache,
+        include_identifiers=args.include_identifiers,
+        dicom_sc=args.dicom_sc,
     )
     print(f"medlens run: verdict {result.verdict}; bundle {result.bundle_dir}")
     if result.case_report_pdf is not None:
         print(f"case reports: {result.case_report_pdf}")
+    if result.dicom_files:
+        print(f"DICOM Secondary Capture: {len(result.dicom_files)} file(s) in {args.out / 'dicom'}")
     print(result.report_pdf)
     return 0

@@ -171,3 +171,31 @@ def test_bad_input(tmp_path):
     with pytest.raises(MedlensError, match="'report_id' parameter"):
         write_case_reports(tmp_path / "x.pdf", [good], report_id="")
     assert not (tmp_path / "x.pdf").exists()
+
+
+def test_identifiers_are_shown_next_to_the_key_only_when_given(tmp_path):
+    import dataclasses
+
+    from medlens.reports._case_report import (
+        IDENTIFIER_MISSING,
+        SUBJECT_IDENTIFIED,
+        SUBJECT_PSEUDONYMOUS,
+    )
+
+    markers = ["ZQXMARKER^HELGA", "MRN-ZQX-778899"]
+    plain = write_case_reports(tmp_path / "c.pdf", [_case(0)], report_id="MLR-X")
+    assert scan_for_identifiers(plain, markers) == []
+    assert PdfReader(str(plain)).metadata["/Subject"] == SUBJECT_PSEUDONYMOUS
+    named_case = dataclasses.replace(
+        _case(0),
+        identifiers={"patient_id": "MRN-ZQX-778899", "patient_name": "ZQXMARKER^HELGA"},
+        identifiers_requested=True,
+    )
+    missing = dataclasses.replace(_case(1), identifiers={}, identifiers_requested=True)
+    named = write_case_reports(tmp_path / "n.pdf", [named_case, missing], report_id="MLR-X")
+    pages = _pages(named.read_bytes())
+    assert "Pseudonymous key case-0000 Patient ID (DICOM) MRN-ZQX-778899" in pages[0]
+    assert "Patient name (DICOM) ZQXMARKER^HELGA" in pages[0]
+    assert f"Patient ID (DICOM) {IDENTIFIER_MISSING}" in pages[1]
+    assert PdfReader(str(named)).metadata["/Subject"] == SUBJECT_IDENTIFIED
+    assert {f.marker for f in scan_for_identifiers(named, markers)} == set(markers)

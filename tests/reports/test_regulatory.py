@@ -346,3 +346,92 @@ def test_gallery_captions_mark_the_trust_verdict() -> None:
         _gallery_caption({"method": "gradcam", "trusted": True}) == "gradcam: passed trust checks"
     )
     assert _gallery_caption({"method": "saliency"}) == "saliency: trust not checked"
+
+
+def _rebundle(bundle_dir: Path, folder: Path, *, cases=None, prov=None, validation=None) -> Path:  # noqa: ANN001
+    b = read_bundle(bundle_dir)
+    write_bundle(
+        folder,
+        provenance=prov if prov is not None else b.provenance,
+        validation=validation if validation is not None else b.validation,
+        cases=cases if cases is not None else b.cases,
+    )
+    return folder
+
+
+def test_flow_splits_excluded_cases_by_class(bundle_dir: Path, tmp_path: Path) -> None:
+    b = read_bundle(bundle_dir)
+    by_class = {
+        "failed": {"positive": 3, "negative": 5, "unknown": 2},
+        "indeterminate": {"positive": 1, "negative": 0, "unknown": 4},
+    }
+    folder = _rebundle(bundle_dir, tmp_path / "b", cases={**b.cases, "excluded_by_class": by_class})
+    text = " ".join(_text(write_regulatory_report(folder, tmp_path / "r.pdf"))[1].split())
+    assert "Excluded Reference positive Reference negative Unknown label" in text
+    assert "failed 3 5 2" in text and "indeterminate 1 0 4" in text and "total 4 5 6" in text
+    assert "excluded cases split by reference class" in text
+    with pytest.raises(MedlensError, match="'excluded_by_class' parameter of flow_figure"):
+        flow_figure(
+            received=3,
+            failed=1,
+            indeterminate=0,
+            analysed=2,
+            excluded_by_class={"failed": {"positive": -1}},
+        )
+
+
+def test_roc_band_from_the_evidence_is_drawn_and_described(
+    bundle_dir: Path, tmp_path: Path
+) -> None:
+    from medlens.validation._roc_band import roc_band
+
+    b = read_bundle(bundle_dir)
+    sc = b.cases["scores"]
+    band = roc_band(sc["label"], sc["score"], n_replicates=50, seed=4).to_dict()
+    folder = _rebundle(bundle_dir, tmp_path / "b", validation={**b.validation, "roc_band": band})
+    text = " ".join(" ".join(_text(write_regulatory_report(folder, tmp_path / "r.pdf"))).split())
+    assert "pointwise 95 % band of the sensitivity at 51 fixed false-positive rates" in text
+    assert f"{band['n_valid']} of 50 replicates" in text and "not a simultaneous band" in text
+    plain = " ".join(
+        " ".join(_text(write_regulatory_report(bundle_dir, tmp_path / "p.pdf"))).split()
+    )
+    assert "No pointwise CI band is drawn: the evidence holds none." in plain
+    # the band changes the figure (pixels), not only the caption
+    fig_a = roc_figure(sc["label"], sc["score"], band=band)
+    fig_b = roc_figure(sc["label"], sc["score"])
+    from medlens.reports import figure_png
+
+    assert figure_png(fig_a) != figure_png(fig_b)
+
+
+def test_identifiers_only_when_asked_and_held(bundle_dir: Path, tmp_path: Path) -> None:
+    from medlens.reports._regulatory import IDENTIFIERS_EXCLUDED, NO_IDENTIFIERS
+
+    b = read_bundle(bundle_dir)
+    entry = {
+        "case_id": "case-0001",
+        "kind": "true positive",
+        "label": 1,
+        "score": 0.9,
+        "overlays": [],
+        "identifiers": {"patient_id": "MRN-ZQX-1", "patient_name": "ZQX^ANNA"},
+    }
+    folder = _rebundle(
+        bundle_dir,
+        tmp_path / "b",
+        cases={**b.cases, "gallery": [entry]},
+        prov={**b.provenance, "identifiers_included": True},
+    )
+    plain = " ".join(" ".join(_text(write_regulatory_report(folder, tmp_path / "p.pdf"))).split())
+    assert "MRN-ZQX-1" not in plain and "ZQX^ANNA" not in plain
+    assert f"Patient identifiers {IDENTIFIERS_EXCLUDED}" in plain
+    named = write_regulatory_report(folder, tmp_path / "n.pdf", include_identifiers=True)
+    text = " ".join(" ".join(_text(named)).split())
+    assert "case case-0001 [patient ID MRN-ZQX-1, name ZQX^ANNA]" in text
+    assert "Patient identifiers INCLUDED" in text
+    assert "CONTAINS PATIENT IDENTIFIERS" in PdfReader(str(named)).metadata["/Subject"]
+    assert "IDENTIFIERS" not in PdfReader(str(tmp_path / "p.pdf")).metadata["/Subject"]
+    with pytest.raises(EvidenceError, match=re.escape(NO_IDENTIFIERS[:50])):
+        write_regulatory_report(bundle_dir, tmp_path / "x.pdf", include_identifiers=True)
+    with pytest.raises(MedlensError, match="'include_identifiers' parameter of regulatory_story"):
+        regulatory_story(b, include_identifiers="yes")
