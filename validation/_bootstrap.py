@@ -1,37 +1,44 @@
-"""Vectorised (cluster-)bootstrap of every metric for the overall population and all cohorts.
+"""(Cluster-)bootstrap of every metric for the overall population and all cohorts.
 
 Design
 ------
 Each replicate resamples *patients* (clusters) with replacement, within each stratum
 (site) when strata are given, so that a patient's images stay together. A replicate is
-a vector of patient multiplicities ``w`` (obtained exactly with ``np.bincount`` of the
-sampled patient indices), and every statistic is a function of weighted sums:
+a vector of patient multiplicities ``w``; every metric is the metric of the rows weighted
+by their patient's multiplicity (equal to scikit-learn with ``sample_weight=w[patient]``).
 
-* threshold metrics, Brier score and ECE: per-patient sufficient statistics
-  (tp, fp, tn, fn, squared error, per-bin sum of score - label) for each cohort value;
-  a block of replicates is one dense matrix product ``W[:, patients] @ D``.
-* AUC and average precision: rows are sorted once per cohort value into "levels" (one
-  per distinct positive score) and counted per level and patient in sparse matrices; a
-  block of replicates is two sparse products with the integer weights, cumulative sums
-  over levels and dot products, exact in integers up to the final divisions (no
-  re-sorting, no per-row work per replicate; see ``_RankLayout``).
+Replicate ``r`` draws from its own generator seeded by ``SeedSequence(seed)``'s
+``r``-th child (see ``_kernels``), so the replicates depend only on the data and the
+seed: not on the number of threads, nor on how replicates are grouped.
+:func:`replicate_weights` yields exactly the multiplicities that
+:func:`cluster_bootstrap` uses, for callers that compute further statistics.
 
-Replicates are generated in fixed-size blocks, each from its own child of
-``np.random.SeedSequence(seed)``, so the result depends only on the data and the seed.
-The next block is drawn in a background thread while the current one is used, and the
-rank kernel runs on one thread per available CPU (scipy's sparse products and NumPy's
-large array operations release the GIL); results do not depend on the threading.
+The statistics come from compiled kernels (``_kernels``, numba): rows are sorted once
+by descending score, and each *tile* of ``_TILE`` replicates is one pass over the rows
+that accumulates, in exact integer counts (float64 below 2**53) and float64 sums, the
+confusion counts at the locked threshold, squared error and per-bin calibration error
+(per *cell*, see below) and the running sums of the AUC (Mann-Whitney with ties counted
+one half) and average precision (scikit-learn's definition) for every group. Tiles are
+handed out to a pool of ``numba.get_num_threads()`` threads (at most the CPUs this
+process may use; the kernels release the GIL), a free thread taking the next tile. No dense
+replicates-by-patients matrix is formed: a tile's multiplicities take one byte per
+patient and replicate.
+
+Cells: additive statistics are not accumulated per partition but per combination of
+values of several partitions (e.g. site x scanner x sex x age band: 400 cells), and
+summed into the groups of each partition after the pass; partitions are combined while
+the number of combinations stays small (``_CELL_BUDGET``).
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import sparse
 
 from medlens._errors import param_error
 
@@ -51,11 +58,12 @@ ADDITIVE_METRICS = (
     "ece",
 )
 RANK_METRICS = ("auc", "average_precision")
-_WEIGHT_BUDGET = 1 << 25  # floats per block of replicate weights (256 MB as float64)
-_RANK_BLOCK = 16  # replicates per sparse product in the rank kernel
-_LEVEL_CHUNK = 1 << 12  # levels per chunk of the rank kernel (working set in cache)
-_NARROW = 45  # columns of D up to which W^T @ D is the faster product
-_DENSE_BUDGET = 1 << 29  # bytes of one partition's per-cluster statistics (512 MB)
+_WEIGHT_BUDGET = 1 << 25  # floats per block yielded by replicate_weights (256 MB)
+_TILE = 32  # replicates per pass over the rows (lanes of the kernel)
+_CELL_BUDGET = 1 << 19  # floats of per-cell accumulators of one tile (4 MB)
+_NARROW = np.uint8  # multiplicities of a tile ...
+_NARROW_MAX = 255  # ... up to this value; a tile with a larger one is redone with _WIDE
+_WIDE = np.uint32
 
 
 @dataclass(frozen=True)
@@ -79,15 +87,39 @@ class BootstrapReplicates:
 
 
 def _n_threads() -> int:
-    """CPUs this process may use (threads of the rank-metric kernel)."""
+    """Threads for the tiles: numba's thread count, at most the CPUs this process may use."""
+    import numba
+
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+        cpus = os.cpu_count() or 1
+    return max(1, min(numba.get_num_threads(), cpus))
 
 
 def _block_size(n_clusters: int) -> int:
     return int(max(1, min(64, _WEIGHT_BUDGET // max(n_clusters, 1))))
+
+
+def _strata_runs(strata: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Clusters in stratum order (stable) and the runs (start, size) of each stratum."""
+    order = np.argsort(strata, kind="stable")
+    _, starts, sizes = np.unique(strata[order], return_index=True, return_counts=True)
+    if sizes.size and int(sizes.max()) >= 1 << 32:
+        raise param_error(
+            "clusters", "cluster_bootstrap", "at most 2**32 - 1 clusters per stratum", sizes.max()
+        )
+    return order.astype(np.int64), starts.astype(np.int64), sizes.astype(np.int64)
+
+
+def _states(seed: int, first: int, count: int) -> np.ndarray:
+    """Generator states (count, 4) of replicates ``first .. first + count - 1``."""
+    states = np.empty((count, 4), dtype=np.uint64)
+    for i in range(count):
+        ss = np.random.SeedSequence(seed, spawn_key=(first + i,))
+        states[i] = ss.generate_state(4, dtype=np.uint64)
+    states[~states.any(axis=1), 0] = 1  # xoshiro's one forbidden state (p = 2**-256)
+    return states
 
 
 def replicate_weights(
@@ -96,38 +128,29 @@ def replicate_weights(
     """Yield blocks of replicate weights, arrays of shape (b, n_clusters), float64.
 
     Within each stratum, ``n_s`` clusters are drawn with replacement from the ``n_s``
-    clusters of that stratum; the weight of a cluster is how often it was drawn.
+    clusters of that stratum; the weight of a cluster is how often it was drawn. These
+    are the replicates of :func:`cluster_bootstrap` with the same strata and seed.
+
+    Raises
+    ------
+    MedlensError
+        When ``n_replicates`` is not an int >= 1 (raised at the call, not at iteration).
     """
-    for wt in _weight_blocks(np.asarray(cluster_strata), n_replicates, seed):
-        yield wt.T
+    if not isinstance(n_replicates, (int, np.integer)) or n_replicates < 1:
+        raise param_error("n_replicates", "replicate_weights", "an int >= 1", n_replicates)
+    order, starts, sizes = _strata_runs(np.asarray(cluster_strata))
+    return _weight_blocks(order, starts, sizes, int(n_replicates), seed)
 
 
-def _weight_blocks(strata: np.ndarray, n_replicates: int, seed: int) -> Iterator[np.ndarray]:
-    """Replicate weights in cluster-major layout: C-contiguous (n_clusters, b) blocks."""
-    n = strata.size
-    order = np.argsort(strata, kind="mergesort")
-    _, first, sizes = np.unique(strata[order], return_index=True, return_counts=True)
-    contiguous = bool(np.all(order == np.arange(n)))
-    b = _block_size(n)
-    children = np.random.SeedSequence(seed).spawn((n_replicates + b - 1) // b)
-    done = 0
-    for child in children:
-        rng = np.random.Generator(np.random.PCG64(child))
-        bb = min(b, n_replicates - done)
-        wt = np.empty((n, bb), dtype=np.float64)
-        for start, k in zip(first.tolist(), sizes.tolist(), strict=True):
-            # draw k clusters with replacement for each replicate and count them in one
-            # bincount, replicate-major (each replicate's counts stay in cache), then
-            # store them cluster-major
-            draws = rng.integers(0, k, size=(bb, k), dtype=np.int64)
-            draws += np.arange(0, bb * k, k, dtype=np.int64)[:, None]
-            wt[start : start + k] = np.bincount(draws.ravel(), minlength=k * bb).reshape(bb, k).T
-        if not contiguous:
-            unsorted = np.empty_like(wt)
-            unsorted[order] = wt
-            wt = unsorted
-        done += bb
-        yield wt
+def _weight_blocks(
+    order: np.ndarray, starts: np.ndarray, sizes: np.ndarray, n_replicates: int, seed: int
+) -> Iterator[np.ndarray]:
+    from . import _kernels  # numba: imported when first needed
+
+    b = _block_size(order.size)
+    for first in range(0, n_replicates, b):
+        count = min(b, n_replicates - first)
+        yield _kernels.draw_weights(_states(seed, first, count), starts, sizes, order)
 
 
 def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -156,136 +179,40 @@ def _additive_metrics(r: np.ndarray, nb: int) -> dict[str, np.ndarray]:
     }
 
 
-class _RankLayout:
-    """Sparse layout of the AUC / AP kernel for one partition (see module doc).
+def _cells(
+    gid: np.ndarray, offsets: np.ndarray, sizes: Sequence[int], limit: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cells of the rows: partitions are combined greedily (in order) while the product
+    of their numbers of values stays <= ``limit``; each combination present is a cell.
 
-    Rows of each cohort value are placed in "levels": the distinct positive scores of
-    that value in descending order, ``u_0 > u_1 > ... > u_{k-1}``, plus one level ``k``
-    for scores below all of them. A positive at ``u_a`` goes to level ``a``; a negative
-    with ``u_a <= s < u_{a-1}`` goes to level ``a`` too (and when ``s == u_a`` it is also
-    a tie of level ``a``). Two sparse (levels x clusters) matrices count the positive and
-    the negative rows of each cluster per level, so that their products with a block of
-    integer replicate weights (clusters x b) give the weighted counts ``p_a`` and
-    ``n_a`` of every level, exactly, and cumulative sums give ``TP(a)`` and ``FP(a)``,
-    the positive and negative weight with score ``>= u_a``. Per value and replicate, with
-    ``A`` the positive and ``N`` the negative weight:
-
-    * ``2 A N AUC = 2 A N - 2 sum_a p_a FP(a) + sum_a p_a tie_a``, an integer (``tie_a``
-      is the negative weight tied at ``u_a``), so the final division is the only
-      rounding and the result equals the Mann-Whitney statistic of the weighted rows;
-    * ``A AP = sum_a p_a TP(a) / (TP(a) + FP(a))``, the precision at each distinct
-      positive score, as in ``sklearn.metrics.average_precision_score``.
-
-    Levels are processed in chunks of ``_LEVEL_CHUNK`` that do not cross values (so that
-    the working set stays in cache), carrying the running sums from chunk to chunk.
+    Returns the cell of each row in each set of partitions (n, C) and the groups of each
+    cell (n_cells, K') padded with -1, both int32.
     """
-
-    def __init__(
-        self,
-        y: np.ndarray,
-        s: np.ndarray,
-        codes: np.ndarray,
-        n_values: int,
-        clusters: np.ndarray,
-        n_clusters: int,
-        dtype: type[np.signedinteger],
-    ) -> None:
-        n = y.size
-        level = np.empty(n, dtype=np.int64)  # global level of each row
-        offsets = np.zeros(n_values + 1, dtype=np.int64)
-        empty = np.zeros(0, dtype=np.int64)
-        tie_pos_rows, tie_neg_rows, tie_pos_lev, tie_neg_lev = [empty], [empty], [empty], [empty]
-        for v in range(n_values):
-            rows = np.flatnonzero(codes == v)
-            yv, sv = y[rows], s[rows]
-            u = np.unique(sv[yv == 1])[::-1]  # distinct positive scores, descending
-            k = u.size
-            above = np.searchsorted(-u, -sv, side="left")  # positive levels > s
-            level[rows] = offsets[v] + above
-            offsets[v + 1] = offsets[v] + k + 1
-            inside = above < k
-            tied = np.zeros(rows.size, dtype=bool)
-            tied[inside] = (u[above[inside]] == sv[inside]) & (yv[inside] == 0)
-            tie_levels = np.unique(above[tied])
-            pos_at = (yv == 1) & np.isin(above, tie_levels)
-            tie_neg_rows.append(rows[tied])
-            tie_neg_lev.append(offsets[v] + above[tied])
-            tie_pos_rows.append(rows[pos_at])
-            tie_pos_lev.append(offsets[v] + above[pos_at])
-        self.offsets = offsets
-        self.n_values = n_values
-        shape = (int(offsets[-1]), n_clusters)
-        isp = y == 1
-        positives = sparse.csr_matrix(
-            (np.ones(int(isp.sum()), dtype), (level[isp], clusters[isp])), shape=shape
-        )
-        negatives = sparse.csr_matrix(
-            (np.ones(n - int(isp.sum()), dtype), (level[~isp], clusters[~isp])), shape=shape
-        )
-        positives.sum_duplicates()
-        negatives.sum_duplicates()
-        # chunks of levels that do not cross values: (positives, negatives, value, first)
-        self.chunks = []
-        for v in range(n_values):
-            for lo in range(int(offsets[v]), int(offsets[v + 1]), _LEVEL_CHUNK):
-                hi = min(lo + _LEVEL_CHUNK, int(offsets[v + 1]))
-                self.chunks.append((positives[lo:hi], negatives[lo:hi], v, lo == offsets[v]))
-        self.dtype = dtype
-        # ties: weighted positives and tied negatives of each tie level
-        t_neg = np.concatenate(tie_neg_lev)
-        self.tie_levels, t_neg_idx = np.unique(t_neg, return_inverse=True)
-        t_pos = np.searchsorted(self.tie_levels, np.concatenate(tie_pos_lev))
-        nt = self.tie_levels.size
-        self.tie_pos = sparse.csr_matrix(
-            (np.ones(t_pos.size, dtype), (t_pos, clusters[np.concatenate(tie_pos_rows)])),
-            shape=(nt, n_clusters),
-        )
-        self.tie_neg = sparse.csr_matrix(
-            (np.ones(t_neg.size, dtype), (t_neg_idx, clusters[np.concatenate(tie_neg_rows)])),
-            shape=(nt, n_clusters),
-        )
-        tie_value = np.searchsorted(offsets, self.tie_levels, side="right") - 1
-        self.tie_values, self.tie_starts = np.unique(tie_value, return_index=True)
-
-    def metrics(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """AUC and AP from integer cluster weights ``w`` (n_clusters, b): arrays (b, n_values).
-
-        ``w`` has the layout's dtype; every count below is an exact integer (sums of
-        products are accumulated in float64, exact below 2**53).
-        """
-        nv, b, dt = self.n_values, w.shape[1], self.dtype
-        p_fp = np.zeros((nv, b))  # sum_a p_a FP(a)
-        ap_sum = np.zeros((nv, b))  # sum_a p_a TP(a) / (TP(a) + FP(a))
-        a = np.zeros((nv, b), dtype=dt)  # running TP, at the end A
-        f = np.zeros((nv, b), dtype=dt)  # running FP, at the end N
-        for pmat, nmat, v, first in self.chunks:
-            pos = pmat @ w  # (levels, b) positive weight per level
-            tp = np.cumsum(pos, axis=0, dtype=dt)
-            fp = np.cumsum(nmat @ w, axis=0, dtype=dt)
-            if not first:
-                tp += a[v]
-                fp += f[v]
-            a[v], f[v] = tp[-1], fp[-1]
-            p_fp[v] += np.einsum("ij,ij->j", pos, fp, dtype=np.float64)
-            fp += tp
-            np.maximum(fp, 1, out=fp)  # TP + FP = 0 only where p_a = 0 (leading levels)
-            ap_sum[v] += np.einsum("ij,ij->j", pos, np.divide(tp, fp))
-        nn = f.astype(np.float64)
-        a = a.astype(np.float64)
-        twice = 2 * a * nn - 2 * p_fp
-        if self.tie_levels.size:
-            pt = (self.tie_pos @ w).astype(np.float64) * (self.tie_neg @ w)
-            twice[self.tie_values] += np.add.reduceat(pt, self.tie_starts, axis=0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            auc = (twice / 2) / (a * nn)
-            ap = ap_sum / a
-        auc[~np.isfinite(auc)] = np.nan
-        ap[~np.isfinite(ap)] = np.nan
-        return auc.T, ap.T
-
-
-def _rank_job(job: tuple[Partition, _RankLayout, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    return job[1].metrics(job[2])
+    sets: list[list[int]] = []
+    product = math.inf
+    for k, size in enumerate(sizes):
+        if product * size <= limit:
+            sets[-1].append(k)
+            product *= size
+        else:
+            sets.append([k])
+            product = size
+    width = max((len(s) for s in sets), default=0)
+    cells = np.empty((gid.shape[0], len(sets)), dtype=np.int32)
+    groups = []
+    offset = 0
+    for q, ks in enumerate(sets):
+        code = np.zeros(gid.shape[0], dtype=np.int64)
+        for k in ks:  # mixed radix over the values of the set's partitions
+            code = code * sizes[k] + (gid[:, k] - offsets[k])
+        _, first, inverse = np.unique(code, return_index=True, return_inverse=True)
+        cells[:, q] = offset + inverse.ravel()
+        g = np.full((first.size, width), -1, dtype=np.int32)
+        g[:, : len(ks)] = gid[first][:, ks]
+        groups.append(g)
+        offset += first.size
+    cell_groups = np.concatenate(groups) if groups else np.zeros((0, width), dtype=np.int32)
+    return cells, cell_groups
 
 
 def cluster_bootstrap(
@@ -320,14 +247,19 @@ def cluster_bootstrap(
     n_bins : int
         Equal-width bins of the ECE.
     rank_metrics : bool
-        Also bootstrap AUC and average precision (the most expensive part).
+        Also bootstrap AUC and average precision.
 
     Returns
     -------
     BootstrapReplicates
+        Per (partition, value): the additive metrics (sensitivity ... ece) and, with
+        ``rank_metrics``, ``auc`` and ``average_precision``; NaN where a replicate leaves
+        a metric undefined (e.g. no positive weight).
     """
     if not isinstance(n_replicates, (int, np.integer)) or n_replicates < 1:
         raise param_error("n_replicates", "cluster_bootstrap", "an int >= 1", n_replicates)
+    from . import _kernels  # numba: imported when first needed
+
     y = np.asarray(y_true, dtype=np.float64)
     s = np.asarray(y_score, dtype=np.float64)
     p = np.asarray(y_pred, dtype=np.int64)
@@ -337,95 +269,82 @@ def cluster_bootstrap(
     cstrata = np.zeros(n_cl, dtype=np.int64)
     if strata is not None:
         cstrata[cl] = np.asarray(strata, dtype=np.int64)
-    # relabel clusters so that strata are contiguous (cheap weight generation)
-    order = np.argsort(cstrata, kind="mergesort")
+    # clusters renumbered in stratum order (strata are runs), as in replicate_weights
+    order, starts, sizes = _strata_runs(cstrata)
     relabel = np.empty(n_cl, dtype=np.int64)
     relabel[order] = np.arange(n_cl)
-    cl = relabel[cl]
-    cstrata = cstrata[order]
-    # per-row additive statistics: one-hot confusion cell, squared error, (s - y) in its bin
-    cell = (2 * (1 - y.astype(np.int64)) + (1 - p)).astype(np.int64)  # tp=0, fn=1, fp=2, tn=3
-    cell_col = np.array([0, 3, 1, 2])[cell]  # -> column tp=0, fp=1, tn=2, fn=3
-    bins = np.minimum((s * n_bins).astype(np.int64), n_bins - 1)
-    ncols = 5 + n_bins
-    # Per partition, the per-cluster statistics of all its values side by side, stored
-    # so that a block of replicates is one product D^T (ncols * n_values, P) @ W (P, b)
-    # reading the weights once (with D C-ordered; other memory layouts of the same product
-    # hit much slower BLAS paths). When D would be too large: one product per value over
-    # the clusters present in it.
-    blocks = []  # (keys, clusters (None = all), D of shape (k, ncols * n_values))
-    for part in partitions:
-        nv = len(part.values)
-        codes = part.codes.astype(np.int64)
-        if n_cl * ncols * nv * 8 <= _DENSE_BUDGET:
-            groups = [(None, np.arange(n), cl * nv + codes, n_cl, nv, range(nv))]
-        else:
-            groups = []
-            for v in range(nv):
-                rows = np.flatnonzero(codes == v)
-                present = np.bincount(cl[rows], minlength=n_cl) > 0
-                pats = np.flatnonzero(present)
-                local = (np.cumsum(present) - 1)[cl[rows]]
-                groups.append((pats, rows, local, pats.size, 1, range(v, v + 1)))
-        for pats, rows, slot, k, width, values in groups:
-            size = k * width * ncols
-            base = slot * ncols
-            d = np.bincount(base + cell_col[rows], minlength=size).astype(np.float64)
-            d += np.bincount(base + 4, weights=(s[rows] - y[rows]) ** 2, minlength=size)
-            d += np.bincount(base + 5 + bins[rows], weights=s[rows] - y[rows], minlength=size)
-            keys = [(part.name, part.values[v]) for v in values]
-            blocks.append(
-                (
-                    keys,
-                    None if pats is not None and pats.size == n_cl else pats,
-                    d.reshape(k, width * ncols),
-                )
-            )
-    if rank_metrics:
-        # exact integer weights: int32 unless a replicate's total weight could exceed it
-        per_cluster = np.bincount(cl, minlength=n_cl)
-        bound = int(per_cluster.max(initial=0)) * n_cl
-        wdtype = np.int32 if bound < np.iinfo(np.int32).max else np.int64
-        layouts = [
-            _RankLayout(y, s, part.codes.astype(np.int64), len(part.values), cl, n_cl, wdtype)
-            for part in partitions
-        ]
-    out: dict[tuple[str, str], dict[str, list[np.ndarray]]] = {
-        (part.name, v): {} for part in partitions for v in part.values
-    }
-    n_threads = _n_threads()
-    with ThreadPoolExecutor(n_threads + 1) as pool:
-        # the next block of weights is drawn in the background while this one is used;
-        # rank-metric work is spread over threads (scipy's sparse products and NumPy's
-        # large array operations release the GIL). Results do not depend on threading.
-        weights = _weight_blocks(cstrata, int(n_replicates), seed)
-        pending = pool.submit(next, weights, None)
-        while (wt := pending.result()) is not None:
-            pending = pool.submit(next, weights, None)
-            for keys, pats, d in blocks:
-                w = wt if pats is None else wt[pats]
-                # measured on OpenBLAS: narrow D is fast as W^T @ D, wide D as (D^T @ W)^T
-                r = w.T @ d if d.shape[1] <= _NARROW else (d.T @ w).T
-                for j, key in enumerate(keys):
-                    for metric, arr in _additive_metrics(
-                        r[:, j * ncols : (j + 1) * ncols], n_bins
-                    ).items():
-                        out[key].setdefault(metric, []).append(arr)
-            if not rank_metrics:
-                continue
-            subs = [
-                wt[:, start : start + _RANK_BLOCK].astype(wdtype)
-                for start in range(0, wt.shape[1], _RANK_BLOCK)
-            ]
-            jobs = [
-                (part, lay, w) for w in subs for part, lay in zip(partitions, layouts, strict=True)
-            ]
-            done = pool.map(_rank_job, jobs) if n_threads > 1 else map(_rank_job, jobs)
-            for (part, _, _), (auc, ap) in zip(jobs, done, strict=True):
-                for v, name in enumerate(part.values):
-                    out[(part.name, name)].setdefault("auc", []).append(auc[:, v])
-                    out[(part.name, name)].setdefault("average_precision", []).append(ap[:, v])
-    values = {key: {m: np.concatenate(parts) for m, parts in d.items()} for key, d in out.items()}
+    # rows by descending score; tie blocks of equal scores (see _kernels)
+    rows = np.argsort(-s, kind="stable")
+    ss = s[rows]
+    same_next = np.zeros(n, dtype=bool)
+    same_next[:-1] = ss[1:] == ss[:-1]
+    last = np.zeros(n, dtype=bool)
+    last[1:] = same_next[:-1] & ~same_next[1:]
+    tie = np.where(same_next, _kernels.TIE_INSIDE, np.where(last, _kernels.TIE_LAST, 0))
+    yr, pr = y[rows].astype(np.uint8), p[rows].astype(np.uint8)
+    flags = (yr | (pr << 1) | (tie.astype(np.uint8) << 2)).astype(np.uint8)
+    err = ss - y[rows]
+    bins = np.minimum((ss * n_bins).astype(np.int64), n_bins - 1).astype(np.int32)
+    cl_rows = relabel[cl[rows]].astype(np.int32 if n_cl < 1 << 31 else np.int64)
+    # groups: one per value of each partition
+    n_values = [len(part.values) for part in partitions]
+    offsets = np.concatenate([[0], np.cumsum(n_values)]).astype(np.int64)
+    gid = np.empty((n, len(partitions)), dtype=np.int32)
+    for k, part in enumerate(partitions):
+        gid[:, k] = np.asarray(part.codes, dtype=np.int64)[rows] + offsets[k]
+    n_groups = int(offsets[-1])
+    limit = max(1, _CELL_BUDGET // ((5 + n_bins) * _TILE))
+    cells, cell_groups = _cells(gid, offsets, n_values, limit)
+    data = (
+        starts,
+        sizes,
+        n_cl,
+        cl_rows,
+        flags,
+        err,
+        bins,
+        cells,
+        int(cell_groups.shape[0]),
+        cell_groups,
+        gid,
+        n_groups,
+        int(n_bins),
+        bool(rank_metrics),
+    )
+    states = _states(seed, 0, int(n_replicates))
+
+    def tile(first: int) -> np.ndarray:
+        st = states[first : first + _TILE]
+        out, ok = _kernels.tile_statistics(np.empty(0, _NARROW), _NARROW_MAX, st, *data)
+        if not ok:  # a patient drawn more than 255 times: same kernel, wider weights
+            out, ok = _kernels.tile_statistics(np.empty(0, _WIDE), np.iinfo(_WIDE).max, st, *data)
+        return out
+
+    firsts = range(0, int(n_replicates), _TILE)
+    threads = min(_n_threads(), len(firsts))
+    if threads > 1:
+        with ThreadPoolExecutor(threads) as pool:
+            parts = list(pool.map(tile, firsts))
+    else:
+        parts = [tile(first) for first in firsts]
+    st = np.concatenate(parts)  # (B, n_groups, N_STATS + n_bins)
+    pos, neg, tp, fp = (st[:, :, c] for c in (_kernels.POS, _kernels.NEG, _kernels.TP, _kernels.FP))
+    additive = np.concatenate(
+        [
+            np.stack([tp, fp, neg - fp, pos - tp, st[:, :, _kernels.SQ]], axis=2),
+            st[:, :, _kernels.N_STATS :],
+        ],
+        axis=2,
+    )
+    values: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+    for k, part in enumerate(partitions):
+        for v, name in enumerate(part.values):
+            g = int(offsets[k]) + v
+            metrics = _additive_metrics(additive[:, g, :], int(n_bins))
+            if rank_metrics:
+                metrics["auc"] = _ratio(st[:, g, _kernels.TWICE_U], 2 * pos[:, g] * neg[:, g])
+                metrics["average_precision"] = _ratio(st[:, g, _kernels.AP_SUM], pos[:, g])
+            values[(part.name, name)] = metrics
     return BootstrapReplicates(
         int(n_replicates), n_cl, int(np.unique(cstrata).size), int(seed), values
     )

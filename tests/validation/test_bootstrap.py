@@ -21,17 +21,18 @@ def data():
     return y, s, p, cl, site_of_patient, sex
 
 
-@pytest.mark.parametrize("level_chunk", [None, 3], ids=["default-chunk", "chunk-3"])
-def test_replicates_equal_weighted_sklearn(data, level_chunk, monkeypatch):
+@pytest.mark.parametrize("tile", [None, 3], ids=["default-tile", "tile-3"])
+def test_replicates_equal_weighted_sklearn(data, tile, monkeypatch):
     """Each replicate equals the metric on the data weighted by patient multiplicities.
 
-    With a level chunk of 3 the AUC/AP kernel carries its running sums across many chunk
-    boundaries, which the default chunk size never reaches on this small data.
+    The default tile (32 replicates per pass) splits the 40 replicates into a full and a
+    partial tile; tiles of 3 give 14 passes with an odd number of lanes (the kernel's
+    vector loops then also run their scalar remainder).
     """
-    if level_chunk is not None:
+    if tile is not None:
         import medlens.validation._bootstrap as bootstrap_module
 
-        monkeypatch.setattr(bootstrap_module, "_LEVEL_CHUNK", level_chunk)
+        monkeypatch.setattr(bootstrap_module, "_TILE", tile)
     y, s, p, cl, site_of_patient, sex = data
     parts = [
         Partition("overall", np.zeros(y.size, int), ("all",)),
@@ -107,24 +108,40 @@ def test_bad_replicates(data):
         cluster_bootstrap(y, s, p, [], n_replicates=0)
 
 
-def test_per_value_products_equal_dense_products(data, monkeypatch):
-    """The memory-bounded path (one product per cohort value) gives the same replicates."""
+def test_cells_equal_per_partition_sums(data, monkeypatch):
+    """Additive statistics summed from cells (combinations of cohort values) equal those
+    accumulated per partition (a cell budget of 0 puts every partition in its own set)."""
     import medlens.validation._bootstrap as b
 
     y, s, p, cl, site_of_patient, sex = data
     parts = [
         Partition("overall", np.zeros(y.size, int), ("all",)),
         Partition("sex", sex, ("F", "M")),
+        Partition("site", site_of_patient[cl], ("A", "B", "C")),
     ]
-    dense = cluster_bootstrap(
-        y, s, p, parts, clusters=cl, n_replicates=20, seed=5, rank_metrics=False
-    )
-    monkeypatch.setattr(b, "_DENSE_BUDGET", 0)
-    split = cluster_bootstrap(
-        y, s, p, parts, clusters=cl, n_replicates=20, seed=5, rank_metrics=False
-    )
-    for key, metrics in dense.values.items():
-        for m, arr in metrics.items():
-            np.testing.assert_allclose(
-                split.values[key][m], arr, rtol=1e-12, atol=1e-15, err_msg=f"{key} {m}"
+    for rank in (True, False):
+        combined = cluster_bootstrap(
+            y, s, p, parts, clusters=cl, n_replicates=20, seed=5, rank_metrics=rank
+        )
+        monkeypatch.setattr(b, "_CELL_BUDGET", 0)
+        split = cluster_bootstrap(
+            y, s, p, parts, clusters=cl, n_replicates=20, seed=5, rank_metrics=rank
+        )
+        monkeypatch.undo()
+        assert split.values.keys() == combined.values.keys()
+        for key, metrics in combined.values.items():
+            assert set(metrics) == set(b.ADDITIVE_METRICS) | (
+                set(b.RANK_METRICS) if rank else set()
             )
+            for m, arr in metrics.items():
+                np.testing.assert_allclose(
+                    split.values[key][m], arr, rtol=1e-12, atol=1e-15, err_msg=f"{key} {m}"
+                )
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, "10"])
+def test_replicate_weights_bad_replicates(bad):
+    with pytest.raises(
+        MedlensError, match="'n_replicates' parameter of replicate_weights must be an int >= 1"
+    ):
+        replicate_weights(np.zeros(5, int), bad, 0)
