@@ -56,9 +56,69 @@ def test_explain_writes_overlay_map_and_sidecar_per_method(setup, capsys):
         assert side["method"] == method and side["seed"] == 3
         assert side["grid"] == "original" and side["target_names"] == ["lesion"]
         assert (out / f"{case}_{method}.png").stat().st_size > 10_000
+        assert side["png_file"] == f"{case}_{method}.png"
+        # without --trust the map is labelled, never silently presented as evidence
+        assert side["trust"]["checked"] is False and side["trust"]["trusted"] is None
+        assert side["trust"]["label"] == "trust not checked"
+        assert side["trust"]["title"] == "trust: not checked"
     printed = capsys.readouterr().out
     assert sum(line.startswith(case) for line in printed.splitlines()) == 2
-    assert "evaluations=" in printed
+    assert "evaluations=" in printed and "[trust: not checked]" in printed
+
+
+def test_explain_trust_puts_the_card_in_sidecar_and_title(setup, capsys, monkeypatch, tmp_path):
+    import medlens.reports._overlay as overlay
+    from medlens.xai._trust import FAITHFULNESS_MIN_GAP
+
+    titles = []
+    real = overlay.overlay_figure
+
+    def spy(*args, **kwargs):
+        titles.append((kwargs["method"], kwargs["note"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(overlay, "overlay_figure", spy)
+    cfg, table, _ = setup
+    positive = table[table["label"] == 1]["case_id"].iloc[0]
+    negative = table[table["label"] == 0]["case_id"].iloc[0]
+    args = ["explain", "--config", str(cfg), "--methods", "gradcam", "--no-progress"]
+    code = main([*args, "--case", positive, "--case", negative, "--trust", "--out", str(tmp_path)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    for case in (positive, negative):
+        side = json.loads((tmp_path / f"{case}_gradcam.json").read_text())
+        trust = side["trust"]
+        card = trust["card"]
+        assert trust["checked"] is True and trust["trusted"] is card["trusted"]
+        assert card["case"] == case and card["method"] == "gradcam"
+        assert card["randomisation"] in ("pass", "fail")
+        assert card["faithfulness"] == (
+            "pass" if card["faithfulness_gap"] >= FAITHFULNESS_MIN_GAP else "fail"
+        )
+        # the cohort's masks reach the card: the lesion for the positive case
+        assert card["anatomy_region"] == ("lesion" if case == positive else "anatomy")
+        assert trust["criteria"]["faithfulness"]["threshold"] == FAITHFULNESS_MIN_GAP
+        assert trust["evaluations"]["trust_randomisation"] > 0
+        word = "passed" if card["trusted"] else "FAILED"
+        assert trust["title"].startswith(f"trust: {word}")
+        assert any(t[0] == f"gradcam  [{trust['title']}]" for t in titles)
+        assert f"[{trust['title']}]" in printed
+    assert len(titles) == 2
+
+
+def test_trust_title_names_failed_checks():
+    from medlens.commands.explain import trust_title
+    from medlens.xai._trust import trust_cards
+
+    ok, bad = trust_cards(
+        ["a", "b"],
+        "gradcam",
+        randomisation_spearman=[0.0, 0.9],
+        faithfulness_gap=[0.5, 0.1],
+    )
+    assert trust_title(ok) == "trust: passed"
+    assert trust_title(bad) == "trust: FAILED (randomisation, faithfulness)"
+    assert trust_title(None) == "trust: not checked"
 
 
 def test_unknown_case_and_method_are_clear_errors(setup, capsys):

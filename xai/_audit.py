@@ -3,8 +3,10 @@
 :func:`run_audit` explains a (stratified, seeded) sample of cases with each method and runs:
 cascading sanity check on a few cases, deletion/insertion with a random-order baseline,
 localisation against lesion masks (positive cases with a non-empty mask), max-sensitivity on a
-few cases, a shortcut audit per cohort, agreement between methods and a per-case trust card
-(:mod:`medlens.xai._trust`). Every check reports the model evaluations it spent.
+few cases, a shortcut audit per cohort (border, corners and user regions such as burned-in
+text), agreement between methods and a per-case trust card (:func:`case_trust_cards`, rules
+in :mod:`medlens.xai._trust` and quoted in ``params["trust_criteria"]``). Every check reports
+the model evaluations it spent.
 
 Masks are used in model-input space: :func:`mask_to_input` samples each original-grid mask
 at the input pixel centres mapped back through the preprocessor's
@@ -38,6 +40,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy import ndimage
 from torch import nn
 
 from medlens._errors import InputDataError, param_error
@@ -57,7 +60,15 @@ from ._shortcut import (
     shortcut_audit,
 )
 from ._similarity import MethodAgreement, method_agreement, rank_correlation
-from ._trust import STOCHASTIC_METHODS, TrustCard, trust_cards
+from ._trust import (
+    ANATOMY_MARGIN,
+    STOCHASTIC_METHODS,
+    TRUST_CRITERIA,
+    TrustCard,
+    reference_shares,
+    region_lean,
+    trust_cards,
+)
 
 __all__ = [
     "AuditResult",
@@ -66,6 +77,7 @@ __all__ = [
     "MethodAudit",
     "REGION_CASE_FACTOR",
     "case_outcomes",
+    "case_trust_cards",
     "mask_to_input",
     "run_audit",
     "stratified_sample",
@@ -346,6 +358,119 @@ class _Explain:
         return r.maps[:, 0]
 
 
+def case_trust_cards(
+    model: nn.Module,
+    images: torch.Tensor,
+    maps: np.ndarray,
+    targets: np.ndarray,
+    *,
+    case_ids: Sequence[str],
+    method: str,
+    head: Any = None,
+    seed: int = 0,
+    batch_size: int | None = 64,
+    faithfulness: DeletionInsertionResult | None = None,
+    anatomy_masks: np.ndarray | None = None,
+    lesion_masks: np.ndarray | None = None,
+    regions: Any = None,
+    n_steps: int = 10,
+) -> tuple[tuple[TrustCard, ...], dict[str, int]]:
+    """Trust card of each map (:mod:`medlens.xai._trust`) and the model evaluations spent.
+
+    One full cascading randomisation of ``model`` (seeded), the method re-run on it; the
+    normalised LeRF - MoRF gap of ``faithfulness`` (computed here with ``n_steps`` and the blur
+    baseline when not given); for stochastic methods a second run with ``seed + 1``; the share
+    of positive attribution in the widened lesion / anatomy region.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    images : Tensor of shape (N, C, *spatial)
+        Model inputs.
+    maps : ndarray of shape (N, *spatial)
+        The maps to judge (first target).
+    targets : ndarray of shape (N,)
+        Class explained by each map.
+    case_ids : sequence of str
+    method : str
+        Registered explainer that made ``maps``.
+    head, seed, batch_size
+        As for the explainer.
+    faithfulness : DeletionInsertionResult, optional
+        Of these maps (reused, no extra evaluation).
+    anatomy_masks, lesion_masks : bool ndarray of shape (N, *spatial), optional
+        Model-input grid.
+    regions : mapping of str to bool array of shape spatial or (N, *spatial), optional
+        User shortcut regions, checked with the four image corners by
+        :func:`~medlens.xai._trust.region_lean` (minus the widened anatomy and lesion).
+    n_steps : int
+        Deletion/insertion steps when ``faithfulness`` is not given.
+
+    Returns
+    -------
+    cards : tuple of TrustCard
+    evaluations : dict of str to int
+        ``trust_randomisation``, ``trust_faithfulness`` (0 when reused) and, for stochastic
+        methods, ``trust_stability``.
+    """
+    ev: dict[str, int] = {}
+    if faithfulness is None:
+        faithfulness = deletion_insertion(
+            model,
+            images,
+            maps,
+            target=targets,
+            n_steps=n_steps,
+            seed=seed,
+            batch_size=batch_size or 64,
+        )
+        ev["trust_faithfulness"] = int(faithfulness.n_model_evaluations)
+    steps = list(randomised_models(model, mode="cascading", seed=seed, example_inputs=images[:1]))
+    fn_r = _Explain(method, head, seed, batch_size, targets)
+    rand_maps = fn_r(steps[-1].model, images)
+    ev["trust_randomisation"] = fn_r.evaluations
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        rho_rand = rank_correlation(maps, rand_maps)
+        gap = faithfulness.morf_lerf_gap
+    stab = None
+    if method in STOCHASTIC_METHODS:
+        fn_2 = _Explain(method, head, seed + 1, batch_size, targets)
+        maps2 = fn_2(model, images)
+        ev["trust_stability"] = fn_2.evaluations
+        stab = rank_correlation(maps, maps2)
+    inside = frac = region = None
+    if anatomy_masks is not None or lesion_masks is not None:
+        inside, frac, region = reference_shares(
+            maps, anatomy_masks=anatomy_masks, lesion_masks=lesion_masks
+        )
+    spatial = tuple(maps.shape[1:])
+    shortcut = {k: v for k, v in region_masks(spatial).items() if k.startswith("corner_")}
+    shortcut.update(dict(regions or {}))
+    known = [m for m in (anatomy_masks, lesion_masks) if m is not None]
+    exclude = None
+    if known:
+        px = math.ceil(ANATOMY_MARGIN * min(spatial[-2:]))
+        union = np.logical_or.reduce([np.asarray(m, dtype=bool) for m in known])
+        exclude = np.stack([ndimage.distance_transform_edt(~u) <= px for u in union])
+    lean, lean_region = region_lean(maps, shortcut, exclude=exclude)
+    cards = trust_cards(
+        case_ids,
+        method,
+        randomisation_spearman=rho_rand,
+        faithfulness_gap=gap,
+        deletion_auc=faithfulness.deletion_auc,
+        deletion_auc_random=faithfulness.deletion_auc_random,
+        stability_spearman=stab,
+        inside_anatomy_share=inside,
+        anatomy_fraction=frac,
+        anatomy_region=region,
+        shortcut_region_ratio=lean,
+        shortcut_region=lean_region,
+    )
+    return cards, ev
+
+
 def run_audit(
     model: Any,
     images: Any,
@@ -366,6 +491,7 @@ def run_audit(
     sensitivity_cases: int = 4,
     n_steps: int = 10,
     with_road: bool = False,
+    regions: Any = None,
     stream: Any = None,
 ) -> AuditResult:
     """Audit explanation methods on a set of cases.
@@ -398,7 +524,11 @@ def run_audit(
     n_steps : int
         Deletion/insertion steps.
     with_road : bool
-        Also compute ROAD (off by default: slow).
+        Also compute ROAD (off by default: slow): :func:`~medlens.xai.road` with its
+        defaults (9 removal fractions 0.1-0.9, noisy linear imputation, noise 0.01, seed).
+    regions : mapping of str to bool array of shape spatial or (N, *spatial), optional
+        User regions (e.g. burned-in text, a ruler) audited like the border and corners, in
+        the model-input grid (one mask per image, or one for all).
     stream : text stream, optional
         Where a progress line per check is printed (None: silent).
 
@@ -442,6 +572,16 @@ def run_audit(
     spatial = tuple(images.shape[2:])
     anat_all = _stack_masks(anatomy_masks, n_all, spatial, "anatomy_masks")
     lesion_all = _stack_masks(lesion_masks, n_all, spatial, "lesion_masks")
+    user_all: dict[str, np.ndarray] = {}
+    for name, mask in dict(regions or {}).items():
+        arr = np.asarray(mask).astype(bool)
+        if arr.shape == spatial:
+            arr = np.broadcast_to(arr, (n_all, *spatial))
+        if arr.shape != (n_all, *spatial):
+            raise InputDataError(
+                MASK_SHAPE.format(name=f"regions[{name!r}]", i=0, got=arr.shape, expected=spatial)
+            )
+        user_all[str(name)] = arr
 
     table = cases.copy()
     has_outcome = bool(
@@ -468,6 +608,7 @@ def run_audit(
     x = images[idx].detach().float()
     anat = None if anat_all is None else anat_all[idx]
     lesion = None if lesion_all is None else lesion_all[idx]
+    user = {k: v[idx] for k, v in user_all.items()}
     n = len(idx)
     say = (lambda msg: print(msg, file=stream)) if stream is not None else (lambda msg: None)
     ids = [str(i) for i in table.index]
@@ -475,7 +616,8 @@ def run_audit(
     audits: dict[str, MethodAudit] = {}
     all_maps: dict[str, np.ndarray] = {}
     rm = region_masks(spatial)
-    area = {k: float(v.mean()) for k, v in rm.items()}
+    area: dict[str, Any] = {k: float(v.mean()) for k, v in rm.items()}
+    area.update({k: v.reshape(n, -1).mean(axis=1) for k, v in user.items()})
     k_sanity = min(sanity_cases, n)
     k_sens = min(sensitivity_cases, n)
     for method in methods:
@@ -528,13 +670,17 @@ def run_audit(
         )
         ev["max_sensitivity"] = fn_s.evaluations
 
-        shares = attribution_shares(maps, anatomy_masks=anat)
+        shares = attribution_shares(maps, anatomy_masks=anat, regions=user or None)
         regions = ([] if shares.used_fallback else ["outside_anatomy"]) + list(shares.regions)
         audits_by_region: dict[str, ShortcutAudit] = {}
         rate_tables = []
         flagged: list[tuple[str, Any, str, str]] = []
         for reg in regions:
-            md = COHORT_DIFFERENCE_THRESHOLD if reg == "outside_anatomy" else area[reg]
+            md = (
+                COHORT_DIFFERENCE_THRESHOLD
+                if reg == "outside_anatomy"
+                else float(np.mean(area[reg]))
+            )
             sa = shortcut_audit(shares, table, cohort_columns=cols, region=reg, min_difference=md)
             audits_by_region[reg] = sa
             flagged += [(c, v, reg, "mean") for c, v in sa.flagged_cohorts]
@@ -569,34 +715,22 @@ def run_audit(
             ex_rows, columns=["cohort", "value", "region", "rule", "case", "share"]
         )
 
-        # trust cards: one full cascading randomisation, a second seed for stochastic methods
-        steps = list(randomised_models(module, mode="cascading", seed=seed, example_inputs=x[:1]))
-        fn_r = _Explain(method, head, seed, batch_size, targets)
-        rand_maps = fn_r(steps[-1].model, x)
-        ev["trust_randomisation"] = fn_r.evaluations
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            rho_rand = rank_correlation(maps, rand_maps)
-        stab = None
-        if method in STOCHASTIC_METHODS:
-            fn_2 = _Explain(method, head, seed + 1, batch_size, targets)
-            maps2 = fn_2(module, x)
-            ev["trust_stability"] = fn_2.evaluations
-            stab = rank_correlation(maps, maps2)
-        inside = frac = None
-        if anat is not None:
-            inside = 1.0 - shares.outside_anatomy
-            frac = anat.reshape(n, -1).mean(axis=1)
-        cards = trust_cards(
-            ids,
-            method,
-            randomisation_spearman=rho_rand,
-            deletion_auc=fa.deletion_auc,
-            deletion_auc_random=fa.deletion_auc_random,
-            stability_spearman=stab,
-            inside_anatomy_share=inside,
-            anatomy_fraction=frac,
+        cards, ev_trust = case_trust_cards(
+            module,
+            x,
+            maps,
+            targets,
+            case_ids=ids,
+            method=method,
+            head=head,
+            seed=seed,
+            batch_size=batch_size,
+            faithfulness=fa,
+            anatomy_masks=anat,
+            lesion_masks=lesion,
+            regions=user or None,
         )
+        ev.update(ev_trust)
         ev["total"] = int(sum(ev.values()))
         say(f"{method}: " + ", ".join(f"{k}={v}" for k, v in ev.items()) + " model evaluations")
         audits[method] = MethodAudit(
@@ -637,10 +771,12 @@ def run_audit(
             "sensitivity_cases": int(k_sens),
             "n_steps": int(n_steps),
             "with_road": bool(with_road),
+            "user_regions": sorted(user),
             "region_case_factor": REGION_CASE_FACTOR,
             "case_rate_difference": CASE_RATE_DIFFERENCE,
             "case_rate_p_threshold": CASE_RATE_P_THRESHOLD,
             "masks": "original-grid masks resampled to the model-input grid (nearest)",
+            "trust_criteria": TRUST_CRITERIA,
         },
         seconds=time.perf_counter() - start,
     )

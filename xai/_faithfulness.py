@@ -13,6 +13,7 @@ results report how many images the model evaluated.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import product
@@ -31,6 +32,7 @@ __all__ = [
     "DeletionInsertionResult",
     "RoadResult",
     "deletion_insertion",
+    "morf_lerf_gap",
     "noisy_linear_imputation",
     "road",
 ]
@@ -50,6 +52,11 @@ TARGET_BAD = (
 SCORE_OUTPUT_BAD = (
     "score of {func} must map model outputs (B, K) to scores (B, K); got shape {got} from "
     "outputs of shape {outputs}."
+)
+
+GAP_SHAPES = (
+    "morf_lerf_gap needs morf and lerf curves of the same shape (N, S + 1) and fractions of "
+    "shape (S + 1,) with S >= 1; got {morf}, {lerf} and {fractions}."
 )
 
 IMPUTE_SHAPE = (
@@ -122,13 +129,18 @@ class _Scorer:
         self.model, self.score, self.batch_size, self.func = model, score, batch_size, func
         self.device = _model_device(model)
         self.n_evaluations = 0
+        self.last_raw: torch.Tensor | None = None
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
-        """All class scores (B, K) for a chunk already on the device."""
+        """All class scores (B, K) for a chunk already on the device.
+
+        The raw outputs (B, K) of the same forward pass are kept in ``last_raw``.
+        """
         out = self.model(x)
         if out.ndim == 1:
             out = out[:, None]
         out = out.reshape(out.shape[0], -1)
+        self.last_raw = out
         self.n_evaluations += x.shape[0]
         if callable(self.score):
             s = self.score(out)
@@ -217,6 +229,10 @@ class DeletionInsertionResult:
         Images the model evaluated (endpoints are shared between curves and evaluated once).
     params : dict
         Exact settings.
+    deletion_raw, insertion_raw : ndarray of shape (N, S + 1)
+        The raw model output (logit) of the target along ``deletion`` and ``insertion``,
+        recorded in the same forward passes (no extra evaluation). Unlike a probability it
+        does not saturate, so :attr:`morf_lerf_gap` uses it.
     """
 
     fractions: np.ndarray
@@ -231,6 +247,21 @@ class DeletionInsertionResult:
     targets: np.ndarray
     n_model_evaluations: int
     params: dict = field(default_factory=dict)
+    deletion_raw: np.ndarray | None = field(default=None, repr=False)
+    insertion_raw: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def morf_lerf_gap(self) -> np.ndarray:
+        """Normalised LeRF - MoRF gap per case on the raw outputs (see :func:`morf_lerf_gap`).
+
+        Removing the *least* relevant fraction ``f`` keeps the ``1 - f`` most relevant units,
+        which is the insertion image at ``1 - f``: the insertion curve read backwards is the
+        LeRF deletion curve under the same baseline (equal up to rounding of unit counts and
+        the order of tied map values), so no extra model evaluation is needed.
+        """
+        morf = self.deletion if self.deletion_raw is None else self.deletion_raw
+        ins = self.insertion if self.insertion_raw is None else self.insertion_raw
+        return morf_lerf_gap(morf, ins[:, ::-1], self.fractions)
 
     def to_frame(self):
         """Tidy table: one row per case with the four AUCs and the target."""
@@ -360,14 +391,15 @@ def deletion_insertion(
 
     with torch.no_grad():
         # endpoints: original (deletion step 0, insertion step S) and baseline, evaluated once
-        s_orig = torch.cat([scorer.scores(x[i : i + batch_size]) for i in range(0, n, batch_size)])
+        s_orig, scorer_raw_orig = _scores_and_raw(scorer, x, batch_size)
         targets = _resolve_targets(target, s_orig, func)
         t_idx = torch.as_tensor(targets, device=device)
-        s_base = torch.cat(
-            [scorer.scores(base[i : i + batch_size]) for i in range(0, n, batch_size)]
-        )
+        s_base, scorer_raw_base = _scores_and_raw(scorer, base, batch_size)
         orig_score = s_orig.gather(1, t_idx[:, None])[:, 0].cpu().numpy()
         base_score = s_base.gather(1, t_idx[:, None])[:, 0].cpu().numpy()
+
+        orig_raw = scorer_raw_orig.gather(1, t_idx[:, None])[:, 0].cpu().numpy()
+        base_raw = scorer_raw_base.gather(1, t_idx[:, None])[:, 0].cpu().numpy()
 
         n_orders = rank_t.shape[0]
         curves = np.full((2, n_orders, n, n_steps + 1), np.nan)  # (deletion/insertion, order)
@@ -375,6 +407,13 @@ def deletion_insertion(
         curves[0, :, :, -1] = base_score
         curves[1, :, :, 0] = base_score
         curves[1, :, :, -1] = orig_score
+        raw = np.full((2, n, n_steps + 1), np.nan)  # most-relevant-first order only
+        raw[0, :, 0], raw[0, :, -1], raw[1, :, 0], raw[1, :, -1] = (
+            orig_raw,
+            base_raw,
+            base_raw,
+            orig_raw,
+        )
         jobs = [
             (kind, o, i, j)
             for kind, o, j, i in product(range(2), range(n_orders), range(1, n_steps), range(n))
@@ -390,10 +429,13 @@ def deletion_insertion(
             # deletion: removed pixels -> baseline; insertion: only the inserted pixels original
             use_base = torch.where(kind.reshape(-1, *[1] * (x.ndim - 1)) == 0, removed, ~removed)
             batch = torch.where(use_base, base[i], x[i])
-            s = scorer.scores(batch).gather(1, torch.as_tensor(targets, device=device)[i][:, None])
-            s = s[:, 0].cpu().numpy()
-            for (kd, oo, ii, jj), v in zip(chunk, s, strict=True):
+            t_col = torch.as_tensor(targets, device=device)[i][:, None]
+            s = scorer.scores(batch).gather(1, t_col)[:, 0].cpu().numpy()
+            r = scorer.last_raw.gather(1, t_col)[:, 0].cpu().numpy()
+            for (kd, oo, ii, jj), v, rv in zip(chunk, s, r, strict=True):
                 curves[kd, oo, ii, jj] = v
+                if oo == 0:
+                    raw[kd, ii, jj] = rv
 
     auc = np.trapezoid(curves, fractions, axis=-1)  # (2, orders, N)
     return DeletionInsertionResult(
@@ -419,7 +461,72 @@ def deletion_insertion(
             "score": score if isinstance(score, str) else getattr(score, "__name__", "callable"),
             "batch_size": batch_size,
         },
+        deletion_raw=raw[0],
+        insertion_raw=raw[1],
     )
+
+
+def _scores_and_raw(
+    scorer: _Scorer, x: torch.Tensor, batch_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    scores, raws = [], []
+    for i in range(0, x.shape[0], batch_size):
+        scores.append(scorer.scores(x[i : i + batch_size]))
+        raws.append(scorer.last_raw)
+    return torch.cat(scores), torch.cat(raws)
+
+
+def morf_lerf_gap(morf: Any, lerf: Any, fractions: Any) -> np.ndarray:
+    """Normalised area between the LeRF and MoRF removal curves of each case.
+
+    ``gap = (AUC(lerf) - AUC(morf)) / (max - min of both curves)`` with trapezoid areas over
+    ``fractions`` in [0, 1]. Both curves remove pixels under the *same* baseline, so a drift of
+    the score caused by the baseline itself (a blurred or flat image that the model scores
+    high or low whatever was removed) moves both curves alike and cancels in the difference;
+    dividing by the curves' score range makes the gap free of the score's scale (logit or
+    probability, saturated or not). The gap lies in [-1, 1]: near 1 when removing the most
+    relevant pixels first destroys the score at once while removing the least relevant ones
+    leaves it intact, about 0 for a map that ranks pixels no better than chance, negative for a
+    map that ranks them backwards. NaN (with a RuntimeWarning) where both curves are flat.
+
+    Parameters
+    ----------
+    morf, lerf : array of shape (N, S + 1)
+        Target score after removing the fraction ``fractions[j]`` of units, most relevant
+        first (MoRF) and least relevant first (LeRF).
+    fractions : array of shape (S + 1,)
+        Removed fractions, increasing from 0 to 1.
+
+    Returns
+    -------
+    ndarray of shape (N,)
+
+    References
+    ----------
+    Rong Y. et al. (2022). A Consistent and Efficient Evaluation Strategy for Attribution
+    Methods. ICML (MoRF vs. LeRF under one imputation).
+    Samek W. et al. (2017). Evaluating the visualization of what a deep neural network has
+    learned. IEEE TNNLS 28(11) (area over the MoRF perturbation curve).
+    """
+    m = np.asarray(morf, dtype=float)
+    le = np.asarray(lerf, dtype=float)
+    f = np.asarray(fractions, dtype=float)
+    if m.ndim != 2 or m.shape != le.shape or f.shape != (m.shape[1],) or f.size < 2:
+        raise InputDataError(GAP_SHAPES.format(morf=m.shape, lerf=le.shape, fractions=f.shape))
+    both = np.concatenate([m, le], axis=1)
+    span = both.max(axis=1) - both.min(axis=1)
+    flat = ~(span > 0)
+    if flat.any():
+        warnings.warn(
+            f"morf_lerf_gap undefined for {int(flat.sum())} case(s): the score does not change "
+            "under removal; returning NaN",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    with np.errstate(invalid="ignore", divide="ignore"):
+        gap = (np.trapezoid(le, f, axis=1) - np.trapezoid(m, f, axis=1)) / span
+    gap[flat] = np.nan
+    return gap
 
 
 # --------------------------------------------------------------------------- ROAD

@@ -192,8 +192,9 @@ def attribution_shares(
     anatomy_masks : bool array of shape (N, *spatial) or spatial, optional
         Where the anatomy is (e.g. lung fields). Without it the audit falls back to border and
         corner regions and says so (``used_fallback``, ``note``).
-    regions : mapping of str to bool array of shape spatial, optional
-        Extra named regions (e.g. burned-in text), added to border and corners.
+    regions : mapping of str to bool array of shape spatial or (N, *spatial), optional
+        Extra named regions (e.g. burned-in text), added to border and corners; one mask for
+        every case or one per case (e.g. a pixel box mapped through each image's geometry).
     attribution : {"positive", "absolute"}, default "positive"
         Mass counted (see module docstring).
     border, corner : float
@@ -228,7 +229,21 @@ def attribution_shares(
         s[zero] = np.nan
         return s
 
-    named = region_masks(spatial, border=border, corner=corner, extra=regions)
+    shared, per_case = {}, {}
+    for name, mask in (regions or {}).items():
+        arr = np.asarray(mask)
+        if arr.shape == (n, *spatial):
+            per_case[str(name)] = arr.astype(bool)
+        elif arr.shape == spatial:
+            shared[str(name)] = arr
+        else:
+            raise InputDataError(
+                REGION_SHAPE.format(
+                    name=name, got=arr.shape, expected=f"{spatial} or {(n, *spatial)}"
+                )
+            )
+    named = region_masks(spatial, border=border, corner=corner, extra=shared)
+    named.update(per_case)
     shares = {k: share(v) for k, v in named.items()}
     if anatomy_masks is None:
         outside = np.full(n, np.nan)

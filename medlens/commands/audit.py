@@ -10,6 +10,29 @@ from pathlib import Path
 
 HELP = "audit explanation quality on the test split and look for shortcuts per cohort"
 NO_OK_CASES = "no readable case in the test split; nothing to audit"
+REGION_SYNTAX = (
+    "--region {value!r}: expected NAME=x0,y0,x1,y1 with integer pixel coordinates of the "
+    "original image (x = column, y = row, 0-based, x1 and y1 exclusive), e.g. "
+    "text=0,0,120,40"
+)
+REGION_NAME = (
+    "--region {name!r}: a region name must be letters, digits, '_' or '-' and not one of "
+    "the built-in regions {reserved}"
+)
+REGION_EMPTY = "--region {name}={box}: the box is empty; need 0 <= x0 < x1 and 0 <= y0 < y1"
+REGION_DUPLICATE = "--region {name!r} is given twice; give each region once"
+REGION_OUTSIDE = (
+    "--region {name}={box} reaches beyond case {case}, whose image is {width} x {height} "
+    "pixels (width x height); keep x1 <= {width} and y1 <= {height}"
+)
+RESERVED_REGIONS = (
+    "border",
+    "corner_bottom_left",
+    "corner_bottom_right",
+    "corner_top_left",
+    "corner_top_right",
+    "outside_anatomy",
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,13 +46,108 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--max-cases", type=int, default=200, help="cases sampled (default 200)")
     p.add_argument("--seed", type=int, default=0, help="sampling and randomisation seed")
+    p.add_argument(
+        "--region",
+        action="append",
+        default=[],
+        metavar="NAME=x0,y0,x1,y1",
+        help="a named box where a shortcut could live (burned-in text, a ruler), in pixel "
+        "coordinates of the original image (x = column, y = row, x1/y1 exclusive); audited "
+        "like the border and corners (repeatable)",
+    )
+    p.add_argument(
+        "--road",
+        action="store_true",
+        help="also run ROAD (remove and debias, noisy linear imputation; slower)",
+    )
     p.set_defaults(run=run)
 
 
-def _json(audit) -> dict:
-    from medlens.xai._trust import trust_label
+def parse_regions(values) -> dict[str, tuple[int, int, int, int]]:
+    """``["text=0,0,120,40", ...]`` -> ``{"text": (0, 0, 120, 40)}``, validated.
 
-    out: dict = {"params": audit.params, "n_cases": len(audit.cases), "methods": {}}
+    Raises
+    ------
+    ConfigError
+        Bad syntax, name, empty box or a duplicate name.
+    """
+    import re
+
+    from medlens._errors import ConfigError
+
+    out: dict[str, tuple[int, int, int, int]] = {}
+    for value in values or ():
+        name, sep, box = str(value).partition("=")
+        name = name.strip()
+        parts = box.split(",")
+        if not sep or not name or len(parts) != 4:
+            raise ConfigError(REGION_SYNTAX.format(value=value))
+        try:
+            x0, y0, x1, y1 = (int(p.strip()) for p in parts)
+        except ValueError:
+            raise ConfigError(REGION_SYNTAX.format(value=value)) from None
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", name) or name in RESERVED_REGIONS:
+            raise ConfigError(REGION_NAME.format(name=name, reserved=", ".join(RESERVED_REGIONS)))
+        if name in out:
+            raise ConfigError(REGION_DUPLICATE.format(name=name))
+        if not (0 <= x0 < x1 and 0 <= y0 < y1):
+            raise ConfigError(REGION_EMPTY.format(name=name, box=box.strip()))
+        out[name] = (x0, y0, x1, y1)
+    return out
+
+
+def _region_masks(regions, geometries, case_ids):
+    """Per-case model-input masks of each original-grid pixel box."""
+    import numpy as np
+
+    from medlens._errors import InputDataError
+    from medlens.xai._audit import mask_to_input
+
+    out = {}
+    for name, (x0, y0, x1, y1) in regions.items():
+        masks = []
+        for g, case in zip(geometries, case_ids, strict=True):
+            shape = tuple(g.original_shape)
+            height, width = shape[-2:]
+            if x1 > width or y1 > height:
+                raise InputDataError(
+                    REGION_OUTSIDE.format(
+                        name=name,
+                        box=f"{x0},{y0},{x1},{y1}",
+                        case=case,
+                        width=width,
+                        height=height,
+                    )
+                )
+            m = np.zeros(shape, dtype=bool)
+            m[..., y0:y1, x0:x1] = True
+            masks.append(mask_to_input(m, g))
+        out[name] = np.stack(masks)
+    return out
+
+
+def _road_json(road) -> dict | None:
+    if road is None:
+        return None
+    return {
+        "percentages": [float(p) for p in road.percentages],
+        "morf_mean": road.morf.mean(axis=0).tolist(),
+        "lerf_mean": road.lerf.mean(axis=0).tolist(),
+        "lerf_minus_morf_mean": float(road.lerf_minus_morf.mean()),
+        "n_cases": int(road.morf.shape[0]),
+        "params": dict(road.params),
+    }
+
+
+def _json(audit) -> dict:
+    from medlens.xai._trust import TRUST_CRITERIA, trust_label
+
+    out: dict = {
+        "params": audit.params,
+        "n_cases": len(audit.cases),
+        "trust_criteria": TRUST_CRITERIA,
+        "methods": {},
+    }
     for m, a in audit.audits.items():
         out["methods"][m] = {
             "evaluations": a.evaluations,
@@ -50,6 +168,7 @@ def _json(audit) -> dict:
                     "insertion_auc_random",
                 )
             },
+            "road": _road_json(a.road),
             "localisation": None
             if a.localisation is None
             else {
@@ -75,6 +194,7 @@ def _json(audit) -> dict:
             "trust": {
                 "n_trusted": sum(c.trusted for c in a.trust),
                 "n_cases": len(a.trust),
+                "criteria": TRUST_CRITERIA,
                 "cards": [{**c.to_dict(), "label": trust_label(c)} for c in a.trust],
             },
         }
@@ -92,6 +212,8 @@ def run(args: argparse.Namespace) -> int:
         methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
         max_cases=args.max_cases,
         seed=args.seed,
+        regions=parse_regions(args.region),
+        with_road=args.road,
         stream=sys.stdout,
     )
     return 0
@@ -104,11 +226,15 @@ def audit_to_folder(
     methods: tuple[str, ...] = ("gradcam", "integrated_gradients", "saliency"),
     max_cases: int | None = 200,
     seed: int = 0,
+    regions: dict[str, tuple[int, int, int, int]] | None = None,
+    with_road: bool = False,
     stream=None,
 ) -> dict:
     """Audit the test split of ``cfg``; write JSON, CSV and PNG files into ``out``.
 
-    Returns the ``explanation_audit.json`` record (what ``medlens run`` puts in the bundle).
+    ``regions`` maps a name to a pixel box ``(x0, y0, x1, y1)`` of the original images
+    (see :func:`parse_regions`); ``with_road`` adds ROAD. Returns the
+    ``explanation_audit.json`` record (what ``medlens run`` puts in the bundle).
     """
     import numpy as np
 
@@ -156,6 +282,8 @@ def audit_to_folder(
         max_cases=max_cases,
         seed=seed,
         batch_size=cfg.model.batch_size,
+        with_road=with_road,
+        regions=_region_masks(regions or {}, geoms, list(scored.index)) or None,
         stream=stream,
     )
     record = _json(audit)

@@ -14,6 +14,7 @@ from medlens.xai._audit import (
     run_audit,
     stratified_sample,
 )
+from medlens.xai._trust import SHORTCUT_REGION_FACTOR
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +40,7 @@ def _audit(cohort, *, shortcut: bool):
     anatomy = [
         mask_to_input(np.load(p), g) for p, g in zip(scored.anatomy_mask, geoms, strict=True)
     ]
+    lesion = [mask_to_input(np.load(p), g) for p, g in zip(scored.lesion_mask, geoms, strict=True)]
     scored = scored.set_index("case_id")
     return run_audit(
         model,
@@ -46,23 +48,47 @@ def _audit(cohort, *, shortcut: bool):
         scored,
         methods=("gradcam",),
         anatomy_masks=anatomy,
+        lesion_masks=lesion,
         cohort_columns=["site", "manufacturer", "sex", "age_band"],
         sanity_cases=2,
         sensitivity_cases=1,
-        n_steps=4,
+        n_steps=10,
     )
 
 
+def _trusted(result):
+    cards = {c.case: c for c in result.audits["gradcam"].trust}
+    t = result.cases
+    trusted = np.array([cards[str(c)].trusted for c in t.index])
+    return trusted, t["label"].to_numpy() == 1, t["shortcut_present"].to_numpy().astype(bool), cards
+
+
 def test_shortcut_model_flags_site_b_and_clean_model_flags_nothing(shortcut_cohort):
-    flagged = _audit(shortcut_cohort, shortcut=True).audits["gradcam"]
+    shortcut_result = _audit(shortcut_cohort, shortcut=True)
+    flagged = shortcut_result.audits["gradcam"]
     assert ("site", "site_b") in flagged.flagged_values
     assert {v for c, v in flagged.flagged_values if c == "site"} == {"site_b"}
     # the evidence is the top-left corner, where the PORT token is burned in
     assert {r for c, v, r, _ in flagged.flagged_cohorts if c == "site"} == {"corner_top_left"}
     ex = flagged.examples[flagged.examples["value"] == "site_b"]
     assert 1 <= len(ex) <= 3 and (ex["share"] > 0.1).all()
-    clean = _audit(shortcut_cohort, shortcut=False).audits["gradcam"]
+    clean_result = _audit(shortcut_cohort, shortcut=False)
+    clean = clean_result.audits["gradcam"]
     assert clean.flagged_values == ()
+    # trust cards in both directions (demo cohort: 25 lesion cases, 3 of them with the token)
+    trusted, pos, token, cards = _trusted(clean_result)
+    assert trusted[pos & ~token].mean() >= 0.8  # clean model, lesion cases: mostly trusted
+    trusted_s, pos_s, token_s, cards_s = _trusted(shortcut_result)
+    assert trusted_s[pos_s & ~token_s].mean() >= 0.8
+    assert (pos_s & token_s).sum() >= 2 and not trusted_s[pos_s & token_s].any()
+    for case in np.asarray(shortcut_result.cases.index)[pos_s & token_s]:
+        card = cards_s[str(case)]  # the shortcut model's map sits on the token, not the lesion
+        assert card.anatomy == "fail" and card.anatomy_region == "lesion"
+        assert card.shortcut_region == "corner_top_left"
+        assert card.shortcut_region_ratio > SHORTCUT_REGION_FACTOR
+    # the clean model's maps never lean on a corner
+    assert all(c.shortcut_region_ratio <= SHORTCUT_REGION_FACTOR for c in cards.values())
+    assert all(c.faithfulness == "pass" for c in cards_s.values())  # no baseline-drift failures
     assert clean.evaluations["total"] == sum(
         v for k, v in clean.evaluations.items() if k != "total"
     )

@@ -15,6 +15,7 @@ from medlens.xai._faithfulness import (
     DeletionInsertionResult,
     RoadResult,
     deletion_insertion,
+    morf_lerf_gap,
     noisy_linear_imputation,
     road,
 )
@@ -288,3 +289,69 @@ def test_volumes_work_for_deletion_and_road():
     np.testing.assert_allclose(
         noisy_linear_imputation(ramp, keep, noise=0, rng=None), ramp, atol=1e-10
     )
+
+
+# --------------------------------------------------------------------------- LeRF vs MoRF
+
+
+def test_raw_curves_are_the_logit_curves_and_gap_matches_explicit_lerf(setup):
+    model, _, x, maps = setup
+    prob = deletion_insertion(model, x, maps, n_steps=4, score="probability")
+    logit = deletion_insertion(model, x, maps, n_steps=4, score="logit")
+    assert prob.n_model_evaluations == logit.n_model_evaluations  # raw curves cost nothing
+    np.testing.assert_allclose(prob.deletion_raw, logit.deletion, rtol=1e-6)
+    np.testing.assert_allclose(prob.insertion_raw, logit.insertion, rtol=1e-6)
+    # LeRF = deleting the least relevant first = deletion of the negated map
+    lerf = deletion_insertion(model, x, -maps, n_steps=4, score="logit")
+    explicit = morf_lerf_gap(logit.deletion, lerf.deletion, logit.fractions)
+    np.testing.assert_allclose(prob.morf_lerf_gap, explicit, atol=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore:.*constant.*:RuntimeWarning")
+def test_audit_road_matches_the_rong_definition():
+    """run_audit(with_road=True) gives, for every case and fraction, the model's score on the
+    image whose top (MoRF) / bottom (LeRF) pixels were replaced by Rong et al.'s noisy linear
+    imputation, with the documented noise stream (case, order, fraction)."""
+    import pandas as pd
+
+    from medlens.testing import TinyCNN
+    from medlens.xai._audit import run_audit
+
+    torch.manual_seed(0)
+    model = TinyCNN(in_channels=1, num_outputs=2, width=4, depth=2).eval()
+    x = torch.rand(3, 1, 12, 12, generator=torch.Generator().manual_seed(2))
+    cases = pd.DataFrame({"site": ["a", "b", "a"]}, index=["c0", "c1", "c2"])
+    res = run_audit(
+        model,
+        x,
+        cases,
+        methods=("saliency",),
+        with_road=True,
+        seed=5,
+        sanity_cases=1,
+        sensitivity_cases=1,
+        n_steps=2,
+        label_column=None,
+    )
+    a = res.audits["saliency"]
+    rd = a.road
+    assert rd is not None and a.evaluations["road"] == rd.n_model_evaluations
+    assert rd.n_model_evaluations == 3 + 3 * 2 * len(rd.percentages)
+    rng = np.random.default_rng(5)
+    x_np = x.numpy().astype(np.float64)
+    n_pix = 144
+    for i in range(3):
+        order = np.argsort(-a.maps[i].ravel(), kind="stable")
+        for oi, ranked in enumerate((order, order[::-1])):
+            for pi, p in enumerate(rd.percentages):
+                keep = np.ones(n_pix)
+                keep[ranked[: round(p * n_pix)]] = 0
+                img = _rong_reference(x_np[i], keep.reshape(12, 12))
+                miss = np.flatnonzero(keep == 0)
+                img.reshape(1, -1)[:, miss] += 0.01 * rng.standard_normal((1, miss.size))
+                with torch.no_grad():
+                    out = model(torch.as_tensor(img[None], dtype=torch.float32))
+                want = torch.softmax(out, 1)[0, int(a.targets[i])].item()
+                got = (rd.morf if oi == 0 else rd.lerf)[i, pi]
+                assert got == pytest.approx(want, abs=1e-5)
+    np.testing.assert_array_equal(rd.targets, a.targets)

@@ -69,6 +69,20 @@ def test_region_masks_geometry():
     assert vol["border"].shape == (3, 10, 20) and vol["text"].all()
 
 
+def test_per_case_regions_against_definition():
+    rng = np.random.default_rng(4)
+    maps = rng.normal(size=(3, 8, 8))
+    boxes = np.zeros((3, 8, 8), bool)
+    for i in range(3):  # a different box per case, as after per-image geometries
+        boxes[i, i : i + 3, 0:4] = True
+    res = attribution_shares(maps, regions={"ruler": boxes})
+    pos = np.clip(maps, 0, None)
+    want = (pos * boxes).reshape(3, -1).sum(1) / pos.reshape(3, -1).sum(1)
+    np.testing.assert_allclose(res.share("ruler"), want)
+    with pytest.raises(InputDataError, match="region mask 'ruler'"):
+        attribution_shares(maps, regions={"ruler": boxes[:2]})
+
+
 def test_shares_against_definition():
     maps, _ = make_cohort(True, n=6)
     anatomy = _anatomy()
