@@ -111,6 +111,7 @@ class DemoResult:
     audit_dir: Path | None = None
     verdict: str | None = None
     flagged: tuple[str, ...] = ()
+    trusted: tuple[str, ...] = ()
 
 
 def _flagged(audit: dict) -> tuple[str, ...]:
@@ -119,6 +120,14 @@ def _flagged(audit: dict) -> tuple[str, ...]:
         f"{method}: {f['cohort']}={f['value']}"
         for method, rec in sorted(audit["methods"].items())
         for f in rec["shortcut"]["flagged_cohorts"]
+    )
+
+
+def _trusted(audit: dict) -> tuple[str, ...]:
+    """'method n_trusted/n_cases' for every audited method (maps passing their trust card)."""
+    return tuple(
+        f"{method} {rec['trust']['n_trusted']}/{rec['trust']['n_cases']}"
+        for method, rec in sorted(audit["methods"].items())
     )
 
 
@@ -270,6 +279,7 @@ def run_demo(
         audit_dir=None if run is None else root / "audit",
         verdict=None if run is None else run.verdict,
         flagged=() if run is None else _flagged(audit),
+        trusted=() if run is None else _trusted(audit),
     )
     _print_summary(result, cohort, skipped_rows, failed, labels, out)
     return result
@@ -321,6 +331,7 @@ def _print_summary(
         flags = "; ".join(result.flagged) or "none"
         lines += [
             f"  audit        {result.audit_dir}  (shortcut flags: {flags})",
+            f"  trusted maps {', '.join(result.trusted)}  (maps passing their trust card)",
             f"  verdict      {result.verdict} (analysis plan: acceptance on the 95 % CI bound)",
             f"  case report  {result.case_report_pdf}",
             f"  report       {result.report_pdf}",

@@ -113,6 +113,9 @@ def test_demo_writes_predictions_for_the_test_split(demo_run):
         assert (out / produced).is_file(), produced
     assert f"report       {out / 'run' / 'report.pdf'}" in cap["out"]
     assert "verdict      " in cap["out"] and "shortcut flags:" in cap["out"]
+    trust = json.loads((out / "audit" / "explanation_audit.json").read_text())["methods"]
+    trust = trust["gradcam"]["trust"]
+    assert f"trusted maps gradcam {trust['n_trusted']}/{trust['n_cases']} " in cap["out"]
     # gallery maps carry the trust card of the audit (which covers every test case with
     # Grad-CAM); methods the audit did not run are marked as not checked
     gallery = json.loads((out / "run" / "bundle" / "cases.json").read_text())["gallery"]
