@@ -27,8 +27,12 @@ from __future__ import annotations
 
 import io
 import json
+import re
+import shutil
+import tempfile
 import time
 import warnings
+import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -83,6 +87,9 @@ class RunResult:
         ``validation``, ``audit``, ``gallery``).
     dicom_files : tuple of Path
         The DICOM Secondary Capture objects written (``dicom_sc=True``).
+    n_pruned : int
+        Old cache entries removed after the run: entries of the steps this run ran whose
+        key it did not use (see :meth:`StageCache.prune`).
     """
 
     out_dir: Path
@@ -98,6 +105,7 @@ class RunResult:
     seconds: Mapping[str, float]
     stages: Mapping[str, str] = field(default_factory=dict)
     dicom_files: tuple[Path, ...] = ()
+    n_pruned: int = 0
 
 
 def select_gallery(
@@ -349,6 +357,13 @@ CACHE_INCOMPLETE = (
     "and the {stage} step recomputed"
 )
 CACHE_UNUSABLE = "cache entry {file} cannot be used ({error}); the {stage} step is recomputed"
+#: ``<stage>-<64 hex key>.<ext>`` and its ``.sha256`` companion
+_CACHE_ENTRY = re.compile(
+    r"^(?P<entry>(?P<stage>[A-Za-z0-9_]+)-[0-9a-f]{64}\.[A-Za-z0-9]+)(?P<check>\.sha256)?$"
+)
+AUDIT_RECORD_MEMBER = "record.json"
+AUDIT_FILES_PREFIX = "files/"
+AUDIT_ARCHIVE_BAD = "archive member {name!r} is not a plain relative file path"
 NOT_DICOM_SC = (
     "--dicom-sc: case {case} is not a DICOM image, so no Secondary Capture references it; "
     "its overlays are only in the bundle"
@@ -372,6 +387,8 @@ class StageCache:
     ``.sha256`` file holding the SHA-256 of the entry's bytes, written after it. Both are
     written atomically. An entry whose bytes do not match its checksum (or that has no
     checksum) is reported with a :class:`CacheWarning` and recomputed, never used.
+    The entries a run reads or writes are remembered, so that :meth:`prune` can remove
+    the older entries of the same steps after a successful run.
 
     Parameters
     ----------
@@ -387,6 +404,7 @@ class StageCache:
         self.folder = Path(folder)
         self.read = bool(read)
         self.say = say
+        self.used: set[tuple[str, str]] = set()  # (stage, entry file name)
 
     @staticmethod
     def key(stage: str, **ingredients: Any) -> str:
@@ -429,6 +447,7 @@ class StageCache:
                 CACHE_CORRUPT.format(file=path.name, got=got, expected=expected, stage=stage),
             )
             return None
+        self.used.add((stage, path.name))
         return data
 
     def unusable(self, stage: str, key: str, ext: str, error: str) -> None:
@@ -445,6 +464,36 @@ class StageCache:
         atomic_write_bytes(
             path.with_name(path.name + ".sha256"), (sha256_bytes(data) + "\n").encode("ascii")
         )
+        self.used.add((stage, path.name))
+
+    def prune(self) -> int:
+        """Remove the entries of the steps used in this run that this run did not use.
+
+        Only steps that read or wrote an entry through this object are pruned, and only
+        their other entries (older inputs, settings or medlens versions): the entries
+        this run used stay, and so do the entries of steps that did not run (e.g. the
+        audit of an earlier run with ``--audit-methods``). Files that are not cache
+        entries (e.g. temporary files of an interrupted write) are left alone.
+
+        Returns
+        -------
+        int
+            The number of entries removed (an entry and its checksum file count once).
+        """
+        stages = {stage for stage, _ in self.used}
+        if not stages or not self.folder.is_dir():
+            return 0
+        keep = {name for _, name in self.used}
+        removed: set[str] = set()
+        for path in sorted(self.folder.iterdir()):
+            m = _CACHE_ENTRY.match(path.name)
+            if m is None or m["stage"] not in stages or m["entry"] in keep:
+                continue
+            if not path.is_file():
+                continue
+            path.unlink(missing_ok=True)
+            removed.add(m["entry"])
+        return len(removed)
 
 
 def _file_digest(path: Any) -> str:
@@ -922,6 +971,9 @@ def run_pipeline(
         say(f"dicom: {len(dicom_files)} Secondary Capture object(s) -> {out / 'dicom'}")
     seconds["report"] = time.perf_counter() - t0
     say(f"report: {report_pdf}")
+    n_pruned = store.prune()
+    if n_pruned:
+        say(f"cache: pruned {n_pruned} old entr{'y' if n_pruned == 1 else 'ies'} of the steps run")
     return RunResult(
         out_dir=out,
         predictions_csv=predictions_csv,
@@ -936,6 +988,7 @@ def run_pipeline(
         seconds=seconds,
         stages=stages,
         dicom_files=tuple(dicom_files),
+        n_pruned=n_pruned,
     )
 
 
@@ -985,10 +1038,14 @@ def _audit_stage(
     table: Any,
     report: Callable[[str, bool, str], None],
 ) -> dict[str, Any]:
-    """The explanation audit of the test split (``medlens audit``), cached as its JSON.
+    """The explanation audit of the test split (``medlens audit``), cached with its files.
 
     Keyed by the predictions' inputs, the anatomy and lesion masks (file hashes), the
-    cohort columns, the methods and the seed.
+    cohort columns, the methods and the seed. The cache entry is a ZIP archive of the
+    record (as it goes into the bundle) and every file the audit wrote (CSV tables, PNG
+    figures, ``explanation_audit.json``); fresh or cached, those files are (re)written
+    into ``OUT/audit`` from the archive, so a cached rerun leaves the same bytes on disk
+    as a fresh run.
     """
     from .commands import audit as audit_cmd
     from .reports import dumps_json, sha256_bytes
@@ -1007,28 +1064,83 @@ def _audit_stage(
         seed=cfg.seed,
         max_cases=None,
     )
-    data = store.load("audit", key, "json")
+    data = store.load("audit", key, "zip")
     record = None
+    files: dict[str, bytes] = {}
     if data is not None:
         try:
-            record = json.loads(data.decode("utf-8"))
+            raw, files = _unpack_audit(data)
+            record = json.loads(raw.decode("utf-8"))
             if not isinstance(record, dict) or "methods" not in record:
                 raise ValueError("not an explanation audit record")
-        except (ValueError, UnicodeDecodeError) as exc:
-            store.unusable("audit", key, "json", str(exc))
+        except (ValueError, UnicodeDecodeError, zipfile.BadZipFile, KeyError) as exc:
+            store.unusable("audit", key, "zip", str(exc))
             data, record = None, None
     hit = data is not None
     if record is None:
-        record = audit_cmd.audit_to_folder(
-            cfg,
-            out / "audit",
-            methods=tuple(methods),
-            max_cases=None,
-            seed=cfg.seed,
-            stream=io.StringIO(),
-        )
-        data = dumps_json(record).encode("utf-8")
-        record = json.loads(data.decode("utf-8"))
-        store.store("audit", key, "json", data)
+        out.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=".audit-", dir=out))
+        try:
+            record = audit_cmd.audit_to_folder(
+                cfg,
+                scratch,
+                methods=tuple(methods),
+                max_cases=None,
+                seed=cfg.seed,
+                stream=io.StringIO(),
+            )
+            raw = dumps_json(record).encode("utf-8")
+            files = {
+                p.relative_to(scratch).as_posix(): p.read_bytes()
+                for p in sorted(scratch.rglob("*"))
+                if p.is_file()
+            }
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        record = json.loads(raw.decode("utf-8"))
+        data = _pack_audit(raw, files)
+        store.store("audit", key, "zip", data)
+    _write_files(out / "audit", files)
     report("audit", hit, sha256_bytes(data))
     return record
+
+
+def _pack_audit(record: bytes, files: Mapping[str, bytes]) -> bytes:
+    """A deterministic ZIP of the audit record and its files (fixed dates, sorted names)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        members = [(AUDIT_RECORD_MEMBER, record)]
+        members += [(AUDIT_FILES_PREFIX + name, files[name]) for name in sorted(files)]
+        for name, content in members:
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            z.writestr(info, content)
+    return buf.getvalue()
+
+
+def _unpack_audit(data: bytes) -> tuple[bytes, dict[str, bytes]]:
+    """(record bytes, {relative path: bytes}) of an archive written by :func:`_pack_audit`."""
+    files: dict[str, bytes] = {}
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        record = z.read(AUDIT_RECORD_MEMBER)
+        for info in z.infolist():
+            name = info.filename
+            if name == AUDIT_RECORD_MEMBER:
+                continue
+            rel = name[len(AUDIT_FILES_PREFIX) :] if name.startswith(AUDIT_FILES_PREFIX) else ""
+            parts = rel.split("/")
+            if info.is_dir() or not rel or rel.startswith("/") or "" in parts or ".." in parts:
+                raise ValueError(AUDIT_ARCHIVE_BAD.format(name=name))
+            files[rel] = z.read(info)
+    return record, files
+
+
+def _write_files(folder: Path, files: Mapping[str, bytes]) -> None:
+    """Write ``{relative path: bytes}`` under ``folder`` (atomically, file by file)."""
+    from .reports._atomic import atomic_write_bytes
+
+    for name in sorted(files):
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, files[name])

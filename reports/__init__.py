@@ -77,6 +77,7 @@ from ._report_figures import (
     forest_figure,
     pr_figure,
     reliability_figure,
+    reliability_grid_figure,
     roc_figure,
 )
 
@@ -129,6 +130,7 @@ __all__ = [
     "read_json",
     "regulatory_story",
     "reliability_figure",
+    "reliability_grid_figure",
     "render_case_reports",
     "render_heatmap_overlay",
     "render_pdf",

@@ -156,6 +156,33 @@ def _metric_row(name: str, m: Mapping[str, Any] | None) -> list[Any]:
     ]
 
 
+_TASKS = {"multiclass": "multi-class", "multilabel": "multi-label"}
+
+
+def _multi(ev: Mapping[str, Any]) -> tuple[str, list[str], Mapping[str, Any]] | None:
+    """(task, classes, overall.per_class) of multi-class / multi-label evidence, else None."""
+    overall = ev.get("overall", {}) or {}
+    task = overall.get("task")
+    per = overall.get("per_class")
+    if task not in _TASKS or not isinstance(per, Mapping):
+        return None
+    classes = [str(c) for c in (overall.get("classes") or list(per))]
+    return str(task), classes, per
+
+
+def _per_class_word(task: str) -> str:
+    return "per class" if task == "multiclass" else "positive per label"
+
+
+def _task_text(task: str, classes: list[str]) -> str:
+    unit, one = ("classes", "class") if task == "multiclass" else ("labels", "label")
+    return (
+        f"{_TASKS[task]}, {len(classes)} {unit} ({', '.join(classes)}); each {one} is "
+        "evaluated one-vs-rest; metrics and endpoints without a class are macro averages "
+        f"over the {unit}"
+    )
+
+
 def _cover(b: EvidenceBundle, ev: Mapping[str, Any], include_identifiers: bool) -> list[Any]:
     prov = b.provenance or {}
     sha = dict(prov.get("sha256") or {})
@@ -197,49 +224,75 @@ def _acceptance(ev: Mapping[str, Any]) -> list[Any]:
     story += heading("1 Executive summary", 0)
     overall = ev.get("overall", {})
     verdict = str(acc.get("verdict", "n/a")).upper()
-    story += key_value_table(
-        [
-            ("Verdict", badge(verdict if verdict in ("PASS", "FAIL") else None)),
-            ("Worst-case verdict", str(acc.get("worst_case_verdict", "–"))),
-            (
-                "Cases analysed",
-                f"{overall.get('n', '–')} ({overall.get('n_positive', '–')} positive, "
-                f"{overall.get('n_negative', '–')} negative, {overall.get('n_patients', '–')} patients)",
-            ),
-            ("Decision rule", str(acc.get("rule", "–"))),
-        ]
-    )
+    multi = _multi(ev)
+    if multi is None:
+        analysed = (
+            f"{overall.get('n', '–')} ({overall.get('n_positive', '–')} positive, "
+            f"{overall.get('n_negative', '–')} negative, {overall.get('n_patients', '–')} patients)"
+        )
+    else:
+        task, classes, per = multi
+        counts = ", ".join(f"{c} {(per.get(c) or {}).get('n_positive', '–')}" for c in classes)
+        analysed = (
+            f"{overall.get('n', '–')} ({overall.get('n_patients', '–')} patients); "
+            f"{_per_class_word(task)}: {counts}"
+        )
+    rows_kv: list[tuple[str, Any]] = [
+        ("Verdict", badge(verdict if verdict in ("PASS", "FAIL") else None)),
+        ("Worst-case verdict", str(acc.get("worst_case_verdict", "–"))),
+        ("Cases analysed", analysed),
+    ]
+    if multi is not None:
+        rows_kv.append(("Task", _task_text(multi[0], multi[1])))
+    rows_kv.append(("Decision rule", str(acc.get("rule", "–"))))
+    story += key_value_table(rows_kv)
     story += spacer(3)
     rows = []
     failed_rows = []
+    with_class = multi is not None or any(c.get("class") is not None for c in crit)
     for i, c in enumerate(crit):
         outcome = str(c.get("outcome", "")).upper()
-        rows.append(
-            [
-                str(c.get("name") or c.get("metric")),
-                "primary" if c.get("primary") else "secondary",
-                fmt(c.get("estimate")),
-                fmt_ci(c.get("ci_low"), c.get("ci_high")),
-                f"{c.get('operator', '')} {fmt(c.get('goal'))}",
-                f"{c.get('bound_used', '–')} = {fmt(c.get('bound'))}",
-                badge(outcome if outcome in ("PASS", "FAIL") else None),
-            ]
-        )
+        row = [
+            str(c.get("name") or c.get("metric")),
+            "primary" if c.get("primary") else "secondary",
+            fmt(c.get("estimate")),
+            fmt_ci(c.get("ci_low"), c.get("ci_high")),
+            f"{c.get('operator', '')} {fmt(c.get('goal'))}",
+            f"{c.get('bound_used', '–')} = {fmt(c.get('bound'))}",
+            badge(outcome if outcome in ("PASS", "FAIL") else None),
+        ]
+        if with_class:
+            row.insert(1, str(c["class"]) if c.get("class") is not None else "macro")
+        rows.append(row)
         if outcome == "FAIL":
             failed_rows.append(i)
     if rows:
         story += paragraph("Acceptance criteria (prespecified in the analysis plan)", style="h3")
+        if with_class:
+            header = ["Endpoint", "Class", "Type", "Estimate", "95 % CI", "Goal", "Bound used"]
+            widths = [29.5, 25, 19, 18.5, 22, 16, 25.5, 18.5]
+            align = ["LEFT", "LEFT", "LEFT", "RIGHT", "RIGHT", "RIGHT", "RIGHT", "CENTER"]
+        else:
+            header = ["Endpoint", "Type", "Estimate", "95 % CI", "Goal", "Bound used"]
+            widths = [32, 18, 20, 28, 18, 36, 20]
+            align = ["LEFT", "LEFT", "RIGHT", "RIGHT", "RIGHT", "RIGHT", "CENTER"]
         story += data_table(
-            ["Endpoint", "Type", "Estimate", "95 % CI", "Goal", "Bound used", "Outcome"],
+            [*header, "Outcome"],
             rows,
-            col_widths=[32, 18, 20, 28, 18, 36, 20],
-            align=["LEFT", "LEFT", "RIGHT", "RIGHT", "RIGHT", "RIGHT", "CENTER"],
+            col_widths=widths,
+            align=align,
             highlight_rows=failed_rows,
         )
         story += paragraph(
             f"Numbers are the evidence.json values rounded to {DECIMALS} decimals. "
             "Primary endpoints are also judged with failed/indeterminate cases counted as "
-            "errors (worst case; section 2).",
+            "errors (worst case; section 2)."
+            + (
+                " Class: the class judged one-vs-rest (that class as positive); macro: the "
+                "mean over classes."
+                if multi is not None
+                else ""
+            ),
             style="small",
         )
     else:
@@ -257,6 +310,11 @@ def _flow(ev: Mapping[str, Any], cases: Mapping[str, Any] | None) -> list[Any]:
     analysed = int(fc.get("n_analysed", overall.get("n", 0)) or 0)
     reasons = (cases or {}).get("failed_reasons") or {}
     by_class = (cases or {}).get("excluded_by_class") or None
+    multi = _multi(ev)
+    class_counts = None
+    if multi is not None:
+        task, classes, per = multi
+        class_counts = [(c, int((per.get(c) or {}).get("n_positive") or 0)) for c in classes]
     from ._report_figures import flow_figure
 
     story += figure(
@@ -265,10 +323,16 @@ def _flow(ev: Mapping[str, Any], cases: Mapping[str, Any] | None) -> list[Any]:
             failed=failed,
             indeterminate=indet,
             analysed=analysed,
-            positives=overall.get("n_positive"),
-            negatives=overall.get("n_negative"),
+            positives=None if multi else overall.get("n_positive"),
+            negatives=None if multi else overall.get("n_negative"),
             failed_reasons=sorted((str(k), int(v)) for k, v in reasons.items()),
             excluded_by_class=by_class,
+            class_counts=class_counts,
+            class_title=(
+                "reference class"
+                if multi is None or multi[0] == "multiclass"
+                else "positive per label (labels overlap)"
+            ),
         ),
         width_mm=130,
         caption="Figure 1. Flow of cases from the predictions file to the analysis (test split)"
@@ -291,13 +355,83 @@ def _flow(ev: Mapping[str, Any], cases: Mapping[str, Any] | None) -> list[Any]:
         )
         story += spacer(2)
     story += paragraph(f"Handling: {fc.get('handling', 'not recorded')}", style="small")
+    story += _worst_case(ev)
     by = fc.get("by_cohort") or {}
     rows = []
     for col, values in sorted(by.items()):
         for value, counts in sorted((values or {}).items()):
-            rows.append([col, value, str(counts)])
+            text = (
+                ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+                if isinstance(counts, Mapping)
+                else str(counts)
+            )
+            rows.append([col, value, text])
     if rows:
-        story += data_table(["Cohort", "Value", "Excluded cases"], rows, col_widths=[40, 50, 84])
+        story += paragraph("Excluded cases by cohort", style="h3")
+        story += data_table(
+            ["Cohort", "Value", "Excluded cases"],
+            rows,
+            col_widths=[40, 50, 84],
+            align=["LEFT", "LEFT", "LEFT"],
+        )
+    return story
+
+
+def _worst_case(ev: Mapping[str, Any]) -> list[Any]:
+    """Primary endpoints re-judged with the failed / indeterminate cases counted as errors."""
+    acc = ev.get("acceptance", {}) or {}
+    primaries = [c for c in acc.get("criteria", []) or [] if c.get("primary")]
+    if not primaries:
+        return []
+    story: list[Any] = paragraph(
+        "Worst-case analysis of the primary endpoints (failed and indeterminate cases "
+        "counted as errors)",
+        style="h3",
+    )
+    with_class = _multi(ev) is not None or any(c.get("class") is not None for c in primaries)
+    rows, failed = [], []
+    for i, c in enumerate(primaries):
+        w = c.get("worst_case")
+        name = str(c.get("name") or c.get("metric"))
+        row: list[Any] = [name]
+        if with_class:
+            row.append(str(c["class"]) if c.get("class") is not None else "macro")
+        if isinstance(w, Mapping):
+            outcome = str(w.get("outcome", "")).upper()
+            row += [
+                w.get("n_counted_as_errors"),
+                fmt(w.get("estimate")),
+                fmt_ci(w.get("ci_low"), w.get("ci_high")),
+                f"{c.get('bound_used', '–')} = {fmt(w.get('bound'))}",
+                badge(outcome if outcome in ("PASS", "FAIL") else None),
+            ]
+            if outcome == "FAIL":
+                failed.append(i)
+        else:
+            row += ["–", "–", "–", "–", "not done"]
+        rows.append(row)
+    header = ["Endpoint", *(["Class"] if with_class else []), "Counted as errors"]
+    header += ["Estimate", "95 % CI", "Bound used", "Outcome"]
+    others = [*([24.0] if with_class else []), 20, 18.5, 22, 26, 19.5]
+    widths = [174 - sum(others), *others]
+    story += data_table(
+        header,
+        rows,
+        col_widths=widths,
+        align=["LEFT", *(["LEFT"] if with_class else []), "RIGHT", "RIGHT", "RIGHT", "RIGHT"]
+        + ["CENTER"],
+        highlight_rows=failed,
+    )
+    story += paragraph(
+        f"Worst-case verdict: {acc.get('worst_case_verdict', '–')}"
+        + (
+            " (not done: the endpoint has no worst-case analysis; see the plan "
+            "deviations in section 6)."
+            if any(not isinstance(c.get("worst_case"), Mapping) for c in primaries)
+            else "."
+        ),
+        style="small",
+    )
     return story
 
 
@@ -309,25 +443,37 @@ def _cohorts(ev: Mapping[str, Any]) -> list[Any]:
     story: list[Any] = heading("3 Cohorts and subgroups", 0)
     if not cohorts:
         return story + paragraph("No cohort column was analysed.")
+    multi = _multi(ev)
     desc = []
     for col, values in cohorts.items():
         for value, g in values.items():
-            desc.append(
-                [
-                    col,
-                    value,
-                    g.get("n"),
-                    g.get("n_patients"),
-                    g.get("n_positive"),
-                    g.get("n_negative"),
-                ]
-            )
+            row = [col, value, g.get("n"), g.get("n_patients")]
+            if multi is None:
+                row += [g.get("n_positive"), g.get("n_negative")]
+            else:
+                per = g.get("per_class") or {}
+                row += [(per.get(c) or {}).get("n_positive") for c in multi[1]]
+            desc.append(row)
     story += heading("3.1 Cohort description", 1)
-    story += data_table(
-        ["Cohort", "Value", "Cases", "Patients", "Positives", "Negatives"],
-        desc,
-        col_widths=[34, 50, 22, 22, 22, 22],
-    )
+    if multi is None:
+        story += data_table(
+            ["Cohort", "Value", "Cases", "Patients", "Positives", "Negatives"],
+            desc,
+            col_widths=[34, 50, 22, 22, 22, 22],
+        )
+    else:
+        k = len(multi[1])
+        story += paragraph(
+            "Cases per reference class"
+            if multi[0] == "multiclass"
+            else "Positive cases per label (a case can be positive for several labels)",
+            style="small",
+        )
+        story += data_table(
+            ["Cohort", "Value", "Cases", "Patients", *multi[1]],
+            desc,
+            col_widths=[22, 25, 15, 18, *([min(30.0, 94.0 / k)] * k)],
+        )
     sub = ev.get("plan", {}).get("definition", {}).get("subgroups", {})
     story += heading("3.2 Subgroup performance", 1)
     story += paragraph(
@@ -335,7 +481,14 @@ def _cohorts(ev: Mapping[str, Any]) -> list[Any]:
         f"difference to the overall estimate, adjusted for multiplicity ({sub.get('multiplicity', '–')}) "
         "across all cohort values. * = small cohort (fewer than "
         f"{sub.get('min_positives', '–')} positives, {sub.get('min_negatives', '–')} negatives or "
-        f"{sub.get('min_n', '–')} cases): estimates are unstable.",
+        f"{sub.get('min_n', '–')} cases): estimates are unstable."
+        + (
+            f" {_TASKS[multi[0]].capitalize()} task: sensitivity and specificity are macro "
+            f"averages over the {'classes' if multi[0] == 'multiclass' else 'labels'} "
+            "(one-vs-rest)."
+            if multi is not None
+            else ""
+        ),
         style="small",
     )
     overall_m = overall.get("metrics", {})
@@ -370,7 +523,7 @@ def _cohorts(ev: Mapping[str, Any]) -> list[Any]:
         goals = {
             c["metric"]: c["goal"]
             for c in ev.get("acceptance", {}).get("criteria", [])
-            if c.get("metric") in FOREST_METRICS and c.get("primary")
+            if c.get("metric") in FOREST_METRICS and c.get("primary") and c.get("class") is None
         }
         story += figure(
             forest_figure(
@@ -379,14 +532,241 @@ def _cohorts(ev: Mapping[str, Any]) -> list[Any]:
                 goals=goals,
             ),
             width_mm=150,
-            caption=f"Forest plot by {col}: estimate and 95 % CI; dashed line: overall estimate; "
-            "red dotted line: primary-endpoint goal; grey, * : small cohort.",
+            caption=f"Forest plot by {col}: "
+            + ("macro-average " if multi is not None else "")
+            + "estimate and 95 % CI; dashed line: overall estimate; "
+            "red dotted line: primary-endpoint goal"
+            + (" (macro endpoints only)" if multi is not None else "")
+            + "; grey, * : small cohort.",
         )
+    return story
+
+
+def _est_ci(m: Mapping[str, Any] | None) -> list[str]:
+    """[estimate, "low–high"] cells of one evidence metric object."""
+    m = m or {}
+    return [fmt(m.get("estimate")), fmt_ci(m.get("ci_low"), m.get("ci_high"))]
+
+
+def _performance_multi(
+    ev: Mapping[str, Any], multi: tuple[str, list[str], Mapping[str, Any]]
+) -> list[Any]:
+    """Section 4 of multi-class / multi-label evidence: per class, then macro averages."""
+    task, classes, per = multi
+    overall = ev.get("overall", {})
+    thr = ev.get("plan", {}).get("threshold", {}) or {}
+    story: list[Any] = heading("4 Primary performance", 0)
+    story += paragraph(f"Task: {_task_text(task, classes)}.")
+    if task == "multiclass":
+        story += paragraph(
+            f"Decision rule: {thr.get('rule', '–')} ({thr.get('source', '–')}). One-vs-rest "
+            "for a class: a case is positive when that class is the predicted class."
+        )
+    else:
+        story += paragraph(
+            f"Threshold {fmt(thr.get('value'))} per label (rule: {thr.get('rule', '–')}, "
+            f"source: {thr.get('source', '–')}); a label is predicted when its score ≥ "
+            "threshold."
+        )
+    word = "class" if task == "multiclass" else "label"
+    head = word.capitalize()
+    story += paragraph(f"Cross-tabulation per {word} (one-vs-rest)", style="h3")
+    rows = []
+    for c in classes:
+        g = per.get(c) or {}
+        conf = g.get("confusion") or {}
+        rows.append(
+            [
+                c,
+                g.get("n_positive"),
+                g.get("n_negative"),
+                *(conf.get(k) for k in ("tp", "fn", "fp", "tn")),
+            ]
+        )
+    story += data_table(
+        [head, "Reference positive", "Reference negative", "TP", "FN", "FP", "TN"],
+        rows,
+        col_widths=[40, 30, 30, 18, 18, 18, 18],
+    )
+    story += paragraph(
+        f"{overall.get('n', '–')} cases analysed. "
+        + (
+            "Each case is a reference positive for exactly one class, so the counts summed "
+            "over classes count every case once as positive and "
+            f"{len(classes) - 1} times as negative; no pooled 2x2 table is shown."
+            if task == "multiclass"
+            else "A case can be positive for several labels; no pooled 2x2 table is shown."
+        ),
+        style="small",
+    )
+    story += paragraph(f"Per-{word} metrics with 95 % confidence intervals", style="h3")
+    rows = []
+    methods: set[str] = set()
+    for c in classes:
+        m = (per.get(c) or {}).get("metrics") or {}
+        row: list[Any] = [c]
+        for name in ("sensitivity", "specificity", "ppv", "auc"):
+            row += _est_ci(m.get(name))
+            if (m.get(name) or {}).get("method"):
+                methods.add(f"{name}: {m[name]['method']}")
+        rows.append(row)
+    story += data_table(
+        [head, "Sens.", "95 % CI", "Spec.", "95 % CI", "PPV", "95 % CI", "AUC", "95 % CI"],
+        rows,
+        col_widths=[24, 13, 23, 13, 23, 13, 23, 13, 23],
+    )
+    rows = []
+    for c in classes:
+        m = (per.get(c) or {}).get("metrics") or {}
+        rows.append(
+            [
+                c,
+                fmt((m.get("balanced_accuracy") or {}).get("estimate")),
+                *_est_ci(m.get("f1")),
+                *_est_ci(m.get("average_precision")),
+                fmt((m.get("lr_positive") or {}).get("estimate")),
+                fmt((m.get("lr_negative") or {}).get("estimate")),
+            ]
+        )
+    story += spacer(2)
+    story += data_table(
+        [head, "Bal. accuracy", "F1", "95 % CI", "Avg precision", "95 % CI", "LR+", "LR−"],
+        rows,
+        col_widths=[24, 20, 14, 24, 20, 24, 18, 18],
+    )
+    if methods:
+        story += paragraph("CI methods: " + "; ".join(sorted(methods)) + ".", style="small")
+    story += paragraph("Macro-averaged metrics with 95 % confidence intervals", style="h3")
+    metrics = overall.get("metrics", {})
+    names = [m for m in PRIMARY_METRICS if m in metrics] + sorted(
+        set(metrics) - set(PRIMARY_METRICS)
+    )
+    story += data_table(
+        ["Metric", "Estimate", "95 % CI", "Method"],
+        [_metric_row(m, metrics.get(m)) for m in names],
+        col_widths=[34, 20, 30, 90],
+        align=["LEFT", "RIGHT", "RIGHT", "LEFT"],
+    )
+    story += paragraph(
+        f"ROC and precision-recall curves are not drawn for a {_TASKS[task]} task; the "
+        f"per-{word} AUC and average precision with their CIs are in the tables above "
+        "(evidence.json overall.per_class).",
+        style="small",
+    )
+    story += _calibration_multi(ev, classes, word)
+    return story
+
+
+def _calibration_multi(ev: Mapping[str, Any], classes: list[str], word: str) -> list[Any]:
+    """Section 4.1 for multi-class / multi-label: per-class reliability and calibration."""
+    from ._report_figures import reliability_grid_figure
+
+    cal = ev.get("calibration") or {}
+    per = cal.get("per_class") or {}
+    story: list[Any] = heading("4.1 Calibration", 1)
+    if not per:
+        return story + paragraph(
+            "Not available: the evidence holds no per-class calibration (calibration.per_class)."
+        )
+    method = str(cal.get("method") or "one-vs-rest per class")
+    story += paragraph(
+        method[:1].upper()
+        + method[1:]
+        + f". A {word} is miscalibrated beyond chance when its ECE lies above its null band "
+        "(the ECE expected under perfect calibration at the same n and scores).",
+        style="small",
+    )
+    panels = []
+    for c in classes:
+        pc = per.get(c) or {}
+        curve = (pc.get("reliability") or {}).get("uniform")
+        panels.append((c, curve if curve and curve.get("count") else None, pc.get("ece")))
+    story += figure(
+        reliability_grid_figure(panels),
+        width_mm=min(170, 58 * min(3, len(panels))),
+        caption=f"Figure. Reliability diagrams per {word} (one-vs-rest, equal-width bins; "
+        "95 % CI per bin as in evidence.json) with bin counts; title: ECE and its null 95 % "
+        "band (red: ECE above the band).",
+    )
+    rows, flagged = [], []
+    for i, c in enumerate(classes):
+        pc = per.get(c)
+        if not pc:
+            rows.append([c, *(["–"] * 10)])
+            continue
+        ece = pc.get("ece") or {}
+        brier = pc.get("brier") or {}
+        slope = pc.get("calibration_slope") or {}
+        icpt = pc.get("calibration_intercept") or {}
+        rows.append(
+            [
+                c,
+                fmt(ece.get("ece")),
+                fmt_ci(ece.get("null_low"), ece.get("null_high")),
+                fmt(ece.get("p_value")),
+                fmt(brier.get("brier") if isinstance(brier, Mapping) else brier),
+                *_est_ci(slope),
+                *_est_ci(icpt),
+                fmt((pc.get("hosmer_lemeshow") or {}).get("p_value")),
+                fmt((pc.get("spiegelhalter") or {}).get("p_value")),
+            ]
+        )
+        if ece.get("ece") is not None and ece.get("null_high") is not None:
+            if float(ece["ece"]) > float(ece["null_high"]):
+                flagged.append(i)
+    story += data_table(
+        [
+            word.capitalize(),
+            "ECE",
+            "Null band",
+            "p (ECE)",
+            "Brier",
+            "Slope",
+            "95 % CI",
+            "Intercept",
+            "95 % CI",
+            "H-L p",
+            "z test p",
+        ],
+        rows,
+        col_widths=[23, 11, 19.5, 12.5, 12, 12.5, 22, 17.5, 22, 10.5, 11],
+        font_size=7.0,
+        highlight_rows=flagged,
+    )
+    methods = sorted(
+        {
+            str((per.get(c) or {}).get(k, {}).get("method"))
+            for c in classes
+            for k in ("calibration_slope",)
+            if isinstance((per.get(c) or {}).get(k), Mapping)
+            and (per.get(c) or {}).get(k, {}).get("method")
+        }
+    )
+    nulls = sorted(
+        {
+            f"{(per.get(c) or {}).get('ece', {}).get('null_method')}, "
+            f"{(per.get(c) or {}).get('ece', {}).get('n_simulations')} simulations"
+            for c in classes
+            if isinstance((per.get(c) or {}).get("ece"), Mapping)
+        }
+    )
+    story += paragraph(
+        "Bold rows: ECE above its null band. Null band: "
+        + ("; ".join(nulls) or "–")
+        + ". Slope and intercept: logistic recalibration ("
+        + (", ".join(methods) or "–")
+        + "); H-L: Hosmer-Lemeshow test; z test: Spiegelhalter z test.",
+        style="small",
+    )
     return story
 
 
 def _performance(b: EvidenceBundle, ev: Mapping[str, Any]) -> list[Any]:
     from ._report_figures import reliability_figure, roc_figure
+
+    multi = _multi(ev)
+    if multi is not None:
+        return _performance_multi(ev, multi)
 
     overall = ev.get("overall", {})
     metrics = overall.get("metrics", {})
@@ -763,7 +1143,7 @@ def _appendix(b: EvidenceBundle, ev: Mapping[str, Any]) -> list[Any]:
         rows.append(
             (f"validation {key}", value if not isinstance(value, (Mapping, list)) else str(value))
         )
-    story += key_value_table(rows)
+    story += key_value_table(rows, key_width_mm=50)
     config = prov.get("config")
     if config:
         story += paragraph("Run configuration", style="h3")

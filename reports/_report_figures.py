@@ -23,6 +23,7 @@ __all__ = [
     "forest_figure",
     "pr_figure",
     "reliability_figure",
+    "reliability_grid_figure",
     "roc_figure",
 ]
 
@@ -30,6 +31,8 @@ ROC_ONE_CLASS = "the ROC curve needs both classes; got {n_pos} positive(s) and {
 ROC_LENGTHS = "labels ({n_labels}) and scores ({n_scores}) differ in length"
 ROC_NONFINITE = "scores hold {n} non-finite value(s); drop failed cases before plotting"
 FOREST_EMPTY = "no row to plot; give at least one (label, estimate, ci_low, ci_high) row"
+GRID_EMPTY = "no class to plot; give at least one (class, curve, ece) panel"
+CURVE_KEYS = ("mean_predicted", "observed", "ci_low", "ci_high", "count")
 
 _BLUE = "#1f4e79"
 _RED = "#b3261e"
@@ -246,16 +249,7 @@ def reliability_figure(
     -------
     matplotlib.figure.Figure
     """
-    for key in ("mean_predicted", "observed", "ci_low", "ci_high", "count"):
-        if key not in curve:
-            raise param_error(
-                "curve", "reliability_figure", f"a reliability curve with {key!r}", sorted(curve)
-            )
-    mp = np.array([_num(v) for v in curve["mean_predicted"]])
-    ob = np.array([_num(v) for v in curve["observed"]])
-    lo = np.array([_num(v) for v in curve["ci_low"]])
-    hi = np.array([_num(v) for v in curve["ci_high"]])
-    count = np.array([int(v) for v in curve["count"]])
+    mp, ob, lo, hi, count = _curve_arrays(curve, "reliability_figure")
     fig = _new(4.6, 4.8)
     ax = fig.add_axes((0.14, 0.33, 0.8, 0.6))
     axh = fig.add_axes((0.14, 0.1, 0.8, 0.14), sharex=ax)
@@ -288,6 +282,118 @@ def reliability_figure(
     axh.set_ylabel("n", fontsize=8)
     axh.set_xlabel("mean predicted probability")
     axh.tick_params(labelsize=7)
+    return fig
+
+
+def _curve_arrays(curve: Any, func: str) -> tuple[np.ndarray, ...]:
+    """(mean_predicted, observed, ci_low, ci_high, count) of an evidence reliability curve."""
+    if not isinstance(curve, Mapping):
+        raise param_error("curve", func, "a reliability curve mapping", type(curve).__name__)
+    for key in CURVE_KEYS:
+        if key not in curve:
+            raise param_error("curve", func, f"a reliability curve with {key!r}", sorted(curve))
+    return (
+        np.array([_num(v) for v in curve["mean_predicted"]]),
+        np.array([_num(v) for v in curve["observed"]]),
+        np.array([_num(v) for v in curve["ci_low"]]),
+        np.array([_num(v) for v in curve["ci_high"]]),
+        np.array([int(v) for v in curve["count"]]),
+    )
+
+
+def _ece_outside(ece: Mapping[str, Any] | None) -> bool:
+    """True when the ECE lies above the upper end of its null band (miscalibration)."""
+    if not ece or ece.get("ece") is None or ece.get("null_high") is None:
+        return False
+    return _num(ece["ece"]) > _num(ece["null_high"])
+
+
+def reliability_grid_figure(
+    panels: Sequence[tuple[str, Mapping[str, Sequence[Any]], Mapping[str, Any] | None]],
+    *,
+    ncols: int = 3,
+) -> Figure:
+    """Small multiples of reliability diagrams, one per class (one-vs-rest).
+
+    Parameters
+    ----------
+    panels : sequence of (class name, curve, ece)
+        ``curve`` is one reliability curve of the evidence's ``calibration.per_class[c]``
+        (``mean_predicted``, ``observed``, ``ci_low``, ``ci_high``, ``count``) and ``ece``
+        its ECE record (``ece``, ``null_low``, ``null_high``) or None. A class whose curve
+        is None (undefined, e.g. the class is absent) gets an empty panel saying so.
+    ncols : int, default 3
+        Panels per row.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Each panel: observed frequency per bin with its 95 % CI against the diagonal, the
+        bin counts below, and the ECE with its null band in the title (red when the ECE
+        lies above the band).
+
+    Raises
+    ------
+    InputDataError
+        If ``panels`` is empty.
+    """
+    if isinstance(ncols, bool) or not isinstance(ncols, int) or ncols < 1:
+        raise param_error("ncols", "reliability_grid_figure", "an int >= 1", ncols)
+    panels = list(panels)
+    if not panels:
+        raise InputDataError(GRID_EMPTY)
+    arrays = [
+        None if curve is None else _curve_arrays(curve, "reliability_grid_figure")
+        for _, curve, _ in panels
+    ]
+    ncols = min(ncols, len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig = _new(2.45 * ncols + 0.3, 2.75 * nrows + 0.2)
+    height = 2.75 * nrows + 0.2
+    outer = fig.add_gridspec(nrows, ncols, hspace=0.55, wspace=0.32)
+    for k, ((name, _, ece), arr) in enumerate(zip(panels, arrays, strict=True)):
+        r, c = divmod(k, ncols)
+        cell = outer[r, c].subgridspec(2, 1, height_ratios=[3.2, 1.0], hspace=0.08)
+        ax = fig.add_subplot(cell[0])
+        axh = fig.add_subplot(cell[1], sharex=ax)
+        ax.plot([0, 1], [0, 1], ls=":", color=_GREY, lw=0.8)
+        title = str(name)
+        if ece and ece.get("ece") is not None:
+            title += (
+                f"\nECE {_num(ece['ece']):.3f} (null {_num(ece.get('null_low')):.3f}–"
+                f"{_num(ece.get('null_high')):.3f})"
+            )
+        else:
+            title += "\nECE undefined"
+        ax.set_title(title, fontsize=7.5, color=_RED if _ece_outside(ece) else "black")
+        if arr is None:
+            ax.text(0.5, 0.5, "undefined", fontsize=7, color=_GREY, ha="center", va="center")
+        else:
+            mp, ob, lo, hi, count = arr
+            ax.errorbar(
+                mp,
+                ob,
+                yerr=np.nan_to_num([ob - lo, hi - ob]),
+                fmt="o-",
+                color=_BLUE,
+                ms=2.5,
+                capsize=2,
+                lw=0.9,
+            )
+            axh.bar(mp, count, width=0.03, color=_GREY)
+        ax.set_xlim(-0.01, 1.01)
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelbottom=False, labelsize=6)
+        axh.tick_params(labelsize=6)
+        if c == 0:
+            ax.set_ylabel("observed frequency", fontsize=7)
+            axh.set_ylabel("n", fontsize=7)
+        if r == nrows - 1 or k + ncols >= len(panels):
+            axh.set_xlabel("mean predicted probability", fontsize=7)
+    fig.subplots_adjust(
+        left=0.55 / fig.get_figwidth(), right=0.98, top=1 - 0.4 / height, bottom=0.45 / height
+    )
     return fig
 
 
@@ -356,6 +462,8 @@ def flow_figure(
     negatives: int | None = None,
     failed_reasons: Sequence[tuple[str, int]] = (),
     excluded_by_class: Mapping[str, Mapping[str, int]] | None = None,
+    class_counts: Sequence[tuple[str, int]] | None = None,
+    class_title: str = "reference class",
 ) -> Figure:
     """STARD-style flow diagram: received -> excluded (failed / indeterminate) -> analysed.
 
@@ -371,6 +479,12 @@ def flow_figure(
         ``{"failed": {"positive": n, "negative": n, "unknown": n}, "indeterminate": {...}}``:
         the excluded cases by reference class (unknown = no reference label), shown under
         each exclusion line (STARD 2015 item 19).
+    class_counts : sequence of (class, n), optional
+        Multi-class / multi-label: the analysed cases per reference class (or positives
+        per label), shown in one box under the analysed cases instead of
+        ``positives`` / ``negatives`` (at most 8 lines; the rest summed as "other").
+    class_title : str
+        Title of that box (e.g. "reference class" or "positive per label").
 
     Returns
     -------
@@ -384,10 +498,25 @@ def flow_figure(
     ):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
             raise param_error(name, "flow_figure", "a non-negative int", value)
-    fig = _new(6.4, 3.6)
+    class_lines: list[str] = []
+    if class_counts is not None:
+        counts = [(str(c), v) for c, v in class_counts]
+        for _, v in counts:
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+                raise param_error(
+                    "class_counts", "flow_figure", "(class, non-negative int) pairs", counts
+                )
+        shown = counts if len(counts) <= 8 else counts[:7]
+        class_lines = [f"{c[:28]}: n = {int(v)}" for c, v in shown]
+        if len(counts) > len(shown):
+            rest = counts[len(shown) :]
+            class_lines.append(f"{len(rest)} other classes: n = {sum(int(v) for _, v in rest)}")
+    # extra room below (in axis units, 0.6 inch each) for a tall class box
+    below = max(0.0, 0.27 * (len(class_lines) + 1) - 0.8)
+    fig = _new(6.4, 3.6 + 0.6 * below)
     ax = fig.add_axes((0, 0, 1, 1))
     ax.set_xlim(0, 10)
-    ax.set_ylim(0, 6)
+    ax.set_ylim(-below, 6)
     ax.axis("off")
     box = {"boxstyle": "round,pad=0.4", "fc": "#eef2f7", "ec": _BLUE, "lw": 1}
     ex = {"boxstyle": "round,pad=0.4", "fc": "#fbe3e1", "ec": _RED, "lw": 1}
@@ -425,7 +554,18 @@ def flow_figure(
     arrow = {"arrowstyle": "->", "color": "black", "lw": 1}
     ax.annotate("", xy=(3.2, 2.55), xytext=(3.2, 4.75), arrowprops=arrow)
     ax.annotate("", xy=(5.35, 3.6), xytext=(3.2, 3.6), arrowprops=arrow)
-    if positives is not None and negatives is not None:
+    if class_counts is not None:
+        ax.text(
+            3.2,
+            1.0,
+            "\n".join([class_title, *class_lines]),
+            ha="center",
+            va="top",
+            fontsize=8,
+            bbox=box,
+        )
+        ax.annotate("", xy=(3.2, 1.12), xytext=(3.2, 1.5), arrowprops=arrow)
+    elif positives is not None and negatives is not None:
         ax.text(
             1.6,
             0.55,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import shutil
@@ -479,30 +480,176 @@ def test_excluded_cases_are_counted_by_reference_class() -> None:
     }
 
 
-def test_audit_step_is_cached(run_out, primed, tmp_path, counted, monkeypatch, capsys) -> None:  # noqa: ANN001
-    """--audit-methods runs `medlens audit` once; a rerun takes its record from the cache.
+AUDIT_FILES = {
+    "explanation_audit.json": b'{"n_cases": 3}\n',
+    "shares_gradcam.csv": b"anatomy,case\n0.5,c1\n",
+    "sanity.png": bytes(range(256)),
+    "sub/deep.csv": b"x\n1\n",
+}
 
-    The audit itself is replaced by a stub (its own tests cover it): this checks the
-    caching and that the record reaches the bundle.
-    """
-    import medlens.commands.audit as audit_cmd
 
-    calls = []
+def _fake_audit(calls: list):  # noqa: ANN202
+    """A stand-in for `medlens audit` that records its calls and writes AUDIT_FILES."""
 
     def fake_audit(cfg, out, *, methods, max_cases, seed, stream):  # noqa: ANN001, ANN202
         calls.append((methods, max_cases, seed))
+        for name, content in AUDIT_FILES.items():
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
+            (out / name).write_bytes(content)
         return {"n_cases": 3, "methods": {}, "note": [1.5, "x"]}
 
-    monkeypatch.setattr(audit_cmd, "audit_to_folder", fake_audit)
+    return fake_audit
+
+
+def _audit_files(out: Path) -> dict[str, bytes]:
+    folder = out / "audit"
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()
+    }
+
+
+def test_audit_step_is_cached(run_out, primed, tmp_path, counted, monkeypatch, capsys) -> None:  # noqa: ANN001
+    """--audit-methods runs `medlens audit` once; a rerun takes its record and its files
+    (CSV, PNG, JSON in OUT/audit) from the cache, so both runs leave the same files.
+
+    The audit itself is replaced by a stub (its own tests cover it): this checks the
+    caching, the files and that the record reaches the bundle.
+    """
+    import medlens.commands.audit as audit_cmd
+
+    calls: list = []
+    monkeypatch.setattr(audit_cmd, "audit_to_folder", _fake_audit(calls))
     root, _, plan = run_out
     out = _copy(primed, tmp_path)
-    for _ in range(2):
-        assert main(_args(root, plan, out, "--audit-methods", "gradcam")) == 0
+    assert main(_args(root, plan, out, "--audit-methods", "gradcam")) == 0
+    assert _audit_files(out) == AUDIT_FILES
+    assert not list(out.glob(".audit-*")), "the scratch folder of the audit is removed"
+    fresh = {p: (out / p).read_bytes() for p in OUTPUTS}
+    # a cached rerun rewrites the audit files: deleted or changed ones come back
+    (out / "audit/sanity.png").unlink()
+    (out / "audit/sub/deep.csv").write_bytes(b"tampered")
+    assert main(_args(root, plan, out, "--audit-methods", "gradcam")) == 0
     assert calls == [(("gradcam",), None, 0)]
     err = capsys.readouterr().err
     assert "audit: computed (sha" in err and "audit: cached (sha" in err
+    assert _audit_files(out) == AUDIT_FILES
+    assert {p: (out / p).read_bytes() for p in OUTPUTS} == fresh
     assert json.loads((out / "bundle/explanation_audit.json").read_text())["n_cases"] == 3
     assert counted == {"predict": 0, "validate": 0, "explain": 0}
+    # a fresh run in another folder (no cache) leaves the same audit files
+    other = tmp_path / "other"
+    assert main(_args(root, plan, other, "--audit-methods", "gradcam")) == 0
+    assert len(calls) == 2 and _audit_files(other) == AUDIT_FILES
+
+
+def test_audit_archive_round_trip_and_bad_members() -> None:
+    import zipfile
+
+    from medlens._run import _pack_audit, _unpack_audit
+
+    data = _pack_audit(b'{"methods": {}}', AUDIT_FILES)
+    assert data == _pack_audit(b'{"methods": {}}', dict(reversed(AUDIT_FILES.items())))
+    assert _unpack_audit(data) == (b'{"methods": {}}', AUDIT_FILES)
+    for bad in ("files/../escape.csv", "files//abs.csv", "files/", "other.txt"):
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            z.writestr("record.json", b"{}")
+            z.writestr(bad, b"x")
+        with pytest.raises(ValueError, match="not a plain relative file path"):
+            _unpack_audit(buf.getvalue())
+
+
+def test_unusable_audit_archive_is_recomputed(run_out, primed, tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """An audit entry with a valid checksum but a path-escaping member is not used."""
+    import zipfile
+
+    import medlens.commands.audit as audit_cmd
+    from medlens._run import CACHE_DIR, CacheWarning
+    from medlens.reports import sha256_bytes
+
+    calls: list = []
+    monkeypatch.setattr(audit_cmd, "audit_to_folder", _fake_audit(calls))
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
+    root, _, plan = run_out
+    out = _copy(primed, tmp_path)
+    assert main(_args(root, plan, out, "--audit-methods", "gradcam")) == 0
+    (entry,) = (out / CACHE_DIR).glob("audit-*.zip")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("record.json", b'{"methods": {}}')
+        z.writestr("files/../../escaped.csv", b"x")
+    entry.write_bytes(buf.getvalue())
+    entry.with_name(entry.name + ".sha256").write_text(sha256_bytes(buf.getvalue()) + "\n")
+    with pytest.warns(CacheWarning, match="cannot be used"):
+        assert main(_args(root, plan, out, "--audit-methods", "gradcam")) == 0
+    assert len(calls) == 2
+    assert not (tmp_path / "escaped.csv").exists() and not (out / "escaped.csv").exists()
+    assert _audit_files(out) == AUDIT_FILES
+
+
+def test_old_cache_entries_of_the_steps_run_are_pruned(
+    run_out, primed, tmp_path, counted, capsys
+) -> None:  # noqa: ANN001
+    """After a run, entries of the same steps with other keys are removed (and counted);
+    the entries it used, entries of steps it did not run and other files stay."""
+    from medlens._run import CACHE_DIR
+
+    root, _, _ = run_out
+    out = _copy(primed, tmp_path)
+    cache = out / CACHE_DIR
+    used = sorted(p.name for p in cache.iterdir())
+    assert len(used) == 6  # predictions, validation, gallery: entry + checksum each
+    stale_pred = cache / ("predictions-" + "0" * 64 + ".csv")
+    stale_gal = cache / ("gallery-" + "1" * 64 + ".npz")
+    other_step = cache / ("audit-" + "2" * 64 + ".zip")
+    for p in (stale_pred, stale_gal, other_step):
+        p.write_bytes(b"old")
+        p.with_name(p.name + ".sha256").write_text("x\n")
+    orphan_check = cache / ("validation-" + "3" * 64 + ".json.sha256")  # entry already gone
+    orphan_check.write_text("x\n")
+    stray = [cache / "notes.txt", cache / ("predictions-" + "4" * 64 + ".csv.tmp-123")]
+    for p in stray:
+        p.write_text("keep")
+    # a changed plan: the validation step gets a new key, its old entry is pruned too
+    plan2 = tmp_path / "plan2.yaml"
+    plan2.write_text(
+        yaml.safe_dump({**PLAN, "secondary_endpoints": [{"metric": "auc", "goal": 0.5}]}),
+        encoding="utf-8",
+    )
+    assert main(_args(root, str(plan2), out)) == 0
+    assert counted == {"predict": 0, "validate": 1, "explain": 0}
+    assert "cache: pruned 4 old entries of the steps run" in capsys.readouterr().err
+    left = sorted(p.name for p in cache.iterdir())
+    new_val = [n for n in left if n.startswith("validation-") and n not in used]
+    assert len(new_val) == 2  # the new entry and its checksum
+    kept = [n for n in used if not n.startswith("validation-")]
+    expected = [*kept, *new_val, other_step.name, other_step.name + ".sha256"]
+    assert left == sorted(expected + [p.name for p in stray])
+    # nothing left to prune: a rerun says nothing about pruning
+    assert main(_args(root, str(plan2), out)) == 0
+    assert "pruned" not in capsys.readouterr().err
+
+
+def test_stage_cache_prune_counts_entries_once(tmp_path) -> None:  # noqa: ANN001
+    from medlens._run import StageCache
+
+    cache = StageCache(tmp_path / "c", say=lambda line: None)
+    assert cache.prune() == 0  # nothing used, no folder
+    key = StageCache.key("validation", plan="a")
+    cache.store("validation", key, "json", b"{}")
+    old = cache.path("validation", StageCache.key("validation", plan="b"), "json")
+    old.write_bytes(b"{}")
+    old.with_name(old.name + ".sha256").write_text("x\n")
+    assert cache.prune() == 1
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == [
+        f"validation-{key}.json",
+        f"validation-{key}.json.sha256",
+    ]
+    # an entry read (not written) in this run is kept as well
+    reader = StageCache(tmp_path / "c", say=lambda line: None)
+    assert reader.load("validation", key, "json") == b"{}"
+    assert reader.prune() == 0
+    assert reader.path("validation", key, "json").is_file()
 
 
 def test_changed_image_or_seed_recomputes_only_what_depends_on_it(
@@ -550,3 +697,6 @@ def test_changed_image_or_seed_recomputes_only_what_depends_on_it(
     counted.update(predict=0, validate=0, explain=0)
     assert main(args) == 0
     assert counted == {"predict": 0, "validate": 0, "explain": 1}
+    # only the entries of the last run are left (older keys of each step were pruned)
+    for stage, ext in (("predictions", "csv"), ("validation", "json"), ("gallery", "npz")):
+        assert len(list((out / ".cache").glob(f"{stage}-*.{ext}"))) == 1, stage

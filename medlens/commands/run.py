@@ -23,7 +23,9 @@ def register(sub: Any) -> None:
         "write the evidence bundle (OUT/bundle), the regulatory report (OUT/report.pdf) and "
         "the clinician case reports (OUT/case_reports.pdf), then print the report's path. "
         "Intermediate results are cached by content in OUT/.cache: a rerun with nothing "
-        "changed skips prediction, validation, audit and explanations.",
+        "changed skips prediction, validation, audit and explanations. After a successful "
+        "run, older cache entries of the steps it ran (other inputs or settings) are "
+        "removed and counted.",
     )
     p.add_argument("--config", required=True, type=Path, help="medlens YAML config")
     p.add_argument("--plan", required=True, type=Path, help="analysis plan YAML")

@@ -435,3 +435,20 @@ def test_identifiers_only_when_asked_and_held(bundle_dir: Path, tmp_path: Path) 
         write_regulatory_report(bundle_dir, tmp_path / "x.pdf", include_identifiers=True)
     with pytest.raises(MedlensError, match="'include_identifiers' parameter of regulatory_story"):
         regulatory_story(b, include_identifiers="yes")
+
+
+def test_worst_case_of_primary_endpoints_is_shown_in_section_2(bundle_dir: Path, pdf: Path) -> None:
+    ev = read_bundle(bundle_dir).validation
+    pages = [re.sub(r"\s+", " ", t) for t in _text(pdf)]
+    page = next(p for p in pages if "2 Flow of cases" in p)
+    primaries = [c for c in ev["acceptance"]["criteria"] if c["primary"]]
+    assert len(primaries) == 2
+    for c in primaries:
+        w = c["worst_case"]
+        row = (
+            f"{c['name']} {w['n_counted_as_errors']} {fmt(w['estimate'])} "
+            f"{fmt_ci(w['ci_low'], w['ci_high'])} {c['bound_used']} = {fmt(w['bound'])} "
+            f"{w['outcome'].upper()}"
+        )
+        assert row in page, row
+    assert f"Worst-case verdict: {ev['acceptance']['worst_case_verdict']}." in page
