@@ -3,9 +3,11 @@
 Every method is one small subclass of :class:`Explainer` that implements one hook,
 ``_attribute``. The base class validates the input once, resolves targets (index, class
 name, predicted class, every positive finding of a multi-label head), chunks the work by
-``batch_size``, moves tensors to the model's device, halves the chunk on a CUDA
-out-of-memory error, counts model evaluations, restores hooks and train/eval state even
-when an exception is raised, and packs a frozen :class:`ExplanationResult`.
+``batch_size`` (for the forward-only perturbation methods, ``batch_size=None`` means the
+chunk measured fastest for this model, device and input shape, see ``_chunking``), moves
+tensors to the model's device, halves the chunk on a CUDA out-of-memory error, counts model
+evaluations, restores hooks and train/eval state even when an exception is raised, and
+packs a frozen :class:`ExplanationResult`.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ import torch
 from torch import Tensor, nn
 
 from medlens._errors import ExplanationError, InputDataError, param_error
+
+from ._chunking import forward_plan, is_oom, to_layout
 
 __all__ = [
     "CostPlan",
@@ -246,6 +250,9 @@ def model_device(model: nn.Module) -> torch.device:
 def eval_mode(model: nn.Module) -> Iterator[None]:
     """Put every submodule in eval mode and restore each one's flag afterwards."""
     flags = [(m, m.training) for m in model.modules()]
+    if not any(flag for _, flag in flags):  # already in eval mode: nothing to switch (the
+        yield  # per-module set-and-restore costs ~10 us per module on every run)
+        return
     model.eval()
     try:
         yield
@@ -314,14 +321,14 @@ class _Counter:
 
     def __init__(self) -> None:
         self.rows = 0
+        self.paused = False  # while the chunk-size probe runs
 
     def __call__(self, module: nn.Module, args: tuple[Any, ...], out: Any) -> None:
-        if isinstance(out, Tensor) and out.ndim >= 1:
+        if not self.paused and isinstance(out, Tensor) and out.ndim >= 1:
             self.rows += int(out.shape[0])
 
 
-def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, torch.OutOfMemoryError) or "CUDA out of memory" in str(exc)
+_is_oom = is_oom
 
 
 # ---------------------------------------------------------------------------- base class
@@ -350,6 +357,8 @@ class Explainer(abc.ABC):
     uses_gradients: ClassVar[bool] = True
     #: the settings knob that trades fidelity for cost, used by :meth:`afford`
     fidelity_param: ClassVar[str | None] = None
+    #: forward-only perturbation method: ``batch_size=None`` uses the measured chunk size
+    auto_chunk: ClassVar[bool] = False
 
     def __init__(self, model: nn.Module, *, head: Any | None = None) -> None:
         if not isinstance(model, nn.Module):
@@ -406,6 +415,11 @@ class Explainer(abc.ABC):
         """Called after each chunk with the (image, target) positions it filled."""
         return None
 
+    def _forward_rows(self, rows: Tensor) -> Tensor:
+        """One forward pass of perturbed rows (call under ``torch.inference_mode``), in the
+        memory layout measured fastest for this run (see ``_chunking``)."""
+        return self.model(to_layout(rows, getattr(self, "_channels_last", False)))
+
     # ------------------------------------------------------------------ public API
     @property
     def device(self) -> torch.device:
@@ -433,9 +447,15 @@ class Explainer(abc.ABC):
             0.5; the top finding when none is positive), batched in one call. A scalar or a
             list applies to every image; an (N, T) array gives per-image targets.
         batch_size : int, optional
-            Most images or perturbations per forward pass; None = as many as the work has.
-            Results do not depend on it. On a CUDA out-of-memory error it is halved and the
-            run continues (recorded in ``params['batch_size_used']``).
+            Most images or perturbations per forward pass. None: for the forward-only
+            perturbation methods (LIME, SHAP, occlusion, Score-CAM) the chunk that a short
+            probe, timed once per model, device and input shape in this process, found
+            cheapest per row; for the other methods as many as the work has. Results do not
+            depend on it beyond float32 rounding of the model outputs (the measured choice
+            is kept for the process, so repeated runs are bit-identical); the chunk used is
+            recorded in ``params['batch_size_used']`` and the layout in
+            ``params['channels_last']``. On a CUDA out-of-memory error it is halved and the
+            run continues (also recorded in ``params['batch_size_used']``).
         seed : int
             Seeds everything random; image i of the batch uses ``seed + i``.
         inverse : callable or sequence of callables, optional
@@ -472,7 +492,7 @@ class Explainer(abc.ABC):
                 scores_all, targets = self._resolve(x_all, target, batch_size, device)
                 n, t = targets.shape
                 self._reset(n, t)
-                maps, used = self._run_jobs(x_all, targets, batch_size, seed, device)
+                maps, used = self._run_jobs(x_all, targets, batch_size, seed, device, counter)
         finally:
             handle.remove()
         maps_np = maps.numpy().astype(np.float32, copy=False)
@@ -484,6 +504,7 @@ class Explainer(abc.ABC):
             "seed": seed,
             "batch_size": batch_size,
             "batch_size_used": used,
+            **({"channels_last": self._channels_last} if self.auto_chunk else {}),
             "score": "logit" if self.head is None else "probability",
         }
         original = None
@@ -522,7 +543,13 @@ class Explainer(abc.ABC):
         per_job = self._evaluations_per_job(t if self.shares_targets else 1, spatial, x.shape[1])
         jobs = n if self.shares_targets else n * t
         evaluations = n + setup + jobs * per_job
-        rows = evaluations - n if batch_size is None else min(batch_size, max(per_job, 1))
+        if batch_size is None and self.auto_chunk:
+            with eval_mode(self.model):
+                rows = forward_plan(self.model, x[:1].to(device), jobs * per_job).rows
+        elif batch_size is None:
+            rows = evaluations - n
+        else:
+            rows = min(batch_size, max(per_job, 1))
         rows = max(1, rows)
         params_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
         factor = 2 if self.uses_gradients else 1
@@ -614,7 +641,7 @@ class Explainer(abc.ABC):
         outs: list[Tensor] = []
         step = x.shape[0] if batch_size is None else batch_size
         i = 0
-        with torch.no_grad():
+        with torch.inference_mode():
             while i < x.shape[0]:
                 chunk = x[i : i + step]
                 try:
@@ -710,6 +737,7 @@ class Explainer(abc.ABC):
         batch_size: int | None,
         seed: int,
         device: torch.device,
+        counter: _Counter | None = None,
     ) -> tuple[Tensor, int | None]:
         n, t = targets.shape
         spatial = tuple(x_all.shape[2:])
@@ -721,9 +749,21 @@ class Explainer(abc.ABC):
             jobs = [(i, [j]) for i in range(n) for j in range(t)]
             per_job = self._evaluations_per_job(1, spatial, x_all.shape[1])
         bs = batch_size
+        # all jobs in one call (images advance in lockstep) until a chunk size is imposed
+        whole = batch_size is None
+        self._channels_last = False
+        if whole and self.auto_chunk:
+            if counter is not None:
+                counter.paused = True  # the probe's rows are not the method's evaluations
+            try:
+                fp = forward_plan(self.model, x_all[:1].to(device), len(jobs) * per_job)
+            finally:
+                if counter is not None:
+                    counter.paused = False
+            bs, self._channels_last = fp.rows, fp.channels_last
         pos = 0
         while pos < len(jobs):
-            take = len(jobs) if bs is None else max(1, bs // max(per_job, 1))
+            take = len(jobs) if whole else max(1, bs // max(per_job, 1))
             chunk = jobs[pos : pos + take]
             rows = [i for i, _ in chunk]
             tg = torch.as_tensor(np.stack([targets[i, cols] for i, cols in chunk]))
@@ -739,6 +779,7 @@ class Explainer(abc.ABC):
                     raise ExplanationError(OOM_AT_ONE.format(detail=str(exc)[:200])) from exc
                 rows_now = len(chunk) * per_job if bs is None else bs
                 bs = max(1, min(rows_now, 2**31) // 2)
+                whole = False
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
                 continue

@@ -75,7 +75,7 @@ def _probe_layers(model: nn.Module, x1: Tensor, name: str | None) -> tuple[str, 
         for mod_name, m in model.named_modules():
             if mod_name and (name is None or mod_name == name):
                 handles.append(m.register_forward_hook(make(mod_name)))
-        with torch.no_grad():
+        with torch.inference_mode():
             model(x1)
     finally:
         for h in handles:
@@ -255,6 +255,7 @@ class ScoreCamExplainer(CamExplainer):
     name = "scorecam"
     shares_targets = True
     uses_gradients = False
+    auto_chunk = True
 
     def _evaluations_per_job(self, n_targets: int, spatial: tuple[int, ...], channels: int) -> int:
         probe = torch.zeros((1, channels, *spatial), device=self.device)
@@ -263,7 +264,7 @@ class ScoreCamExplainer(CamExplainer):
     def _attribute(
         self, x: Tensor, targets: Tensor, *, batch_size: int | None, seeds: Sequence[int]
     ) -> Tensor:
-        with torch.no_grad():
+        with torch.inference_mode():
             with self._capture(x) as store:
                 self.model(x)
                 a = self._activation(store, x)
@@ -278,7 +279,7 @@ class ScoreCamExplainer(CamExplainer):
             masked = (x[:, None] * up[:, :, None]).reshape(b * k, *x.shape[1:])
             step = masked.shape[0] if batch_size is None else batch_size
             logits = torch.cat(
-                [self.model(masked[i : i + step]) for i in range(0, masked.shape[0], step)]
+                [self._forward_rows(masked[i : i + step]) for i in range(0, masked.shape[0], step)]
             )
             logits = logits.reshape(b, k, -1)
             scores = torch.gather(logits, 2, targets[:, None, :].expand(b, k, targets.shape[1]))

@@ -9,7 +9,10 @@ weighted ridge regression with feature selection by ``lime.lime_base.LimeBase`` 
 What medlens changes: superpixels are SLIC on intensity with a configurable count (sensible
 for grayscale scans), the sampling ``RandomState`` is seeded per image (lime's
 ``random_seed`` only seeds the segmentation, lime #477), and the perturbed images are built
-and scored as whole batches on the model's device instead of one deep copy at a time.
+and scored as whole chunks on the model's device under ``torch.inference_mode`` (one gather
+and one ``torch.where`` per chunk) instead of one deep copy and one boolean mask per hidden
+superpixel per sample; with ``batch_size=None`` the chunk is the size measured fastest for
+the model, device and input shape (see ``medlens.xai._chunking``).
 Given the same segmentation, seed and ``num_samples``, the superpixel weights equal those
 of ``LimeImageExplainer(random_state=seed).explain_instance(..., random_seed=seed)``
 (tests/xai/test_lime.py checks this to 1e-5 of the largest weight; the float32
@@ -117,6 +120,7 @@ class LimeExplainer(Explainer):
     uses_gradients = False
     spatial_dims = (2,)
     fidelity_param = "num_samples"
+    auto_chunk = True
 
     def __init__(
         self,
@@ -179,16 +183,25 @@ class LimeExplainer(Explainer):
         return seg
 
     def fill_image(self, image_hwc: np.ndarray, segments: np.ndarray) -> np.ndarray:
-        """The image whose superpixels replace hidden ones (lime's ``fudged_image``)."""
-        fudged = image_hwc.copy()
-        if self.hide_color is None:
-            for s in np.unique(segments):
-                fudged[segments == s] = tuple(
-                    np.mean(image_hwc[segments == s][:, c]) for c in range(image_hwc.shape[-1])
-                )
-        else:
-            fudged[:] = self.hide_color
-        return fudged
+        """The image whose superpixels replace hidden ones (lime's ``fudged_image``).
+
+        With ``hide_color=None`` every superpixel takes its own per-channel mean, computed
+        as lime does (``np.mean`` over the superpixel's pixels in raster order, in the
+        image's dtype, so the values are bit-identical) but in one pass over the pixels
+        instead of one boolean mask per superpixel.
+        """
+        if self.hide_color is not None:
+            return np.full_like(image_hwc, self.hide_color)
+        flat_seg = segments.ravel()
+        order = np.argsort(flat_seg, kind="stable")  # superpixel by superpixel, raster order
+        labels, starts = np.unique(flat_seg[order], return_index=True)
+        ends = np.append(starts[1:], order.size)
+        channels = np.ascontiguousarray(image_hwc.reshape(-1, image_hwc.shape[-1]).T[:, order])
+        means = np.empty((int(labels.max()) + 1, channels.shape[0]), dtype=image_hwc.dtype)
+        for label, lo, hi in zip(labels.tolist(), starts.tolist(), ends.tolist(), strict=True):
+            for c in range(channels.shape[0]):
+                means[label, c] = np.mean(channels[c, lo:hi])
+        return means[segments]
 
     def _reset(self, n_images: int, n_targets: int) -> None:
         self._r2 = np.full((n_images, n_targets), np.nan)
@@ -214,19 +227,7 @@ class LimeExplainer(Explainer):
             (self.num_samples, n_features)
         )
         data[0, :] = 1
-        fudged = np.moveaxis(self.fill_image(np.moveaxis(image, 0, -1), segments), -1, 0)
-        dev = x1.device
-        seg_t = torch.as_tensor(segments, device=dev)
-        fudged_t = torch.as_tensor(np.ascontiguousarray(fudged), device=dev, dtype=x1.dtype)
-        data_t = torch.as_tensor(data, device=dev, dtype=torch.bool)
-        step = self.num_samples if batch_size is None else batch_size
-        preds = []
-        with torch.no_grad():
-            for i in range(0, self.num_samples, step):
-                keep = data_t[i : i + step][:, seg_t]  # (B, H, W): superpixel on/off per pixel
-                imgs = torch.where(keep[:, None], x1[None], fudged_t[None])
-                preds.append(head_scores(self.model(imgs), self.head).double().cpu())
-        labels = torch.cat(preds).numpy()
+        labels = self._scores(x1, segments, data, batch_size)
         distances = sklearn.metrics.pairwise_distances(
             data, data[0].reshape(1, -1), metric="cosine"
         ).ravel()
@@ -234,20 +235,45 @@ class LimeExplainer(Explainer):
             partial(_kernel, kernel_width=self.kernel_width), False, random_state=rs
         )
         num_features = 100000 if self.num_features is None else self.num_features
-        maps = torch.zeros((targets.shape[0], *segments.shape), dtype=torch.float64)
+        weights = np.zeros((targets.shape[0], n_features))
         r2, icpt = [], []
         for j, t in enumerate(targets.tolist()):
             intercept, local_exp, score, _ = base.explain_instance_with_data(
                 data, labels, distances, t, num_features, feature_selection=self.feature_selection
             )
-            weights = np.zeros(n_features)
             for f, w in local_exp:
-                weights[f] = w
-            maps[j] = torch.as_tensor(weights[segments])
+                weights[j, f] = w
             r2.append(score)
             icpt.append(intercept)
         self._pending.append((segments, np.asarray(r2), np.asarray(icpt)))
-        return maps.float()
+        return torch.as_tensor(weights[:, segments], dtype=torch.float32)
+
+    def _scores(
+        self, x1: Tensor, segments: np.ndarray, data: np.ndarray, batch_size: int | None
+    ) -> np.ndarray:
+        """Model scores (num_samples, K) of the perturbed images, built chunk by chunk.
+
+        Sample i keeps the pixels of the superpixels it switches on and takes the filled
+        image elsewhere: one gather of its on/off row by the segment map and one
+        ``torch.where`` per chunk, in the input's dtype and on its device, under
+        ``torch.inference_mode``; the same pixels as lime's per-sample masked copies.
+        """
+        dev = x1.device
+        image_hwc = np.moveaxis(x1.detach().cpu().numpy(), 0, -1)
+        fudged = np.moveaxis(self.fill_image(image_hwc, segments), -1, 0)
+        fudged_t = torch.as_tensor(np.ascontiguousarray(fudged), device=dev, dtype=x1.dtype)
+        seg_flat = torch.as_tensor(segments.ravel(), device=dev)
+        data_t = torch.as_tensor(data, device=dev, dtype=torch.bool)
+        x_row = x1.reshape(1, x1.shape[0], -1)
+        fill_row = fudged_t.reshape(1, x1.shape[0], -1)
+        step = self.num_samples if batch_size is None else batch_size
+        preds = []
+        with torch.inference_mode():
+            for i in range(0, self.num_samples, step):
+                keep = data_t[i : i + step].index_select(1, seg_flat)  # (B, H*W) on/off
+                imgs = torch.where(keep[:, None], x_row, fill_row).reshape(-1, *x1.shape)
+                preds.append(head_scores(self._forward_rows(imgs), self.head).double().cpu())
+        return torch.cat(preds).numpy()
 
     def _store(self, rows: Sequence[int], cols: Sequence[int]) -> None:
         for r, (seg, r2, icpt) in zip(rows, self._pending, strict=True):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 from captum.attr import Occlusion
 from torch import Tensor, nn
 
@@ -34,7 +35,9 @@ class OcclusionExplainer(Explainer):
     Notes
     -----
     ``batch_size`` is captum's ``perturbations_per_eval`` times the images per chunk, so
-    one forward pass never holds more than ``batch_size`` rows.
+    one forward pass never holds more than ``batch_size`` rows (at least one row per image);
+    None uses the chunk measured fastest for the model, device and input shape (see
+    ``medlens.xai._chunking``). Forward passes run under ``torch.inference_mode``.
 
     References
     ----------
@@ -43,6 +46,7 @@ class OcclusionExplainer(Explainer):
 
     name = "occlusion"
     uses_gradients = False
+    auto_chunk = True
 
     def __init__(
         self,
@@ -85,14 +89,15 @@ class OcclusionExplainer(Explainer):
         window, stride = self._shapes(x.shape[2:])
         total = n_windows(x.shape[2:], window, stride)
         ppe = total if batch_size is None else max(1, batch_size // x.shape[0])
-        attr = Occlusion(self.model).attribute(
-            x,
-            sliding_window_shapes=(x.shape[1], *window),
-            strides=(x.shape[1], *stride),
-            baselines=make_baseline(self.baseline, x),
-            target=targets[:, 0],
-            perturbations_per_eval=ppe,
-        )
+        with torch.inference_mode():
+            attr = Occlusion(self._forward_rows).attribute(
+                x,
+                sliding_window_shapes=(x.shape[1], *window),
+                strides=(x.shape[1], *stride),
+                baselines=make_baseline(self.baseline, x),
+                target=targets[:, 0],
+                perturbations_per_eval=ppe,
+            )
         return reduce_channels(attr)[:, None]
 
     def settings(self) -> dict[str, Any]:

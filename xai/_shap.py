@@ -11,7 +11,9 @@ structure (``masks_per_round`` masks per model call, shap's ``batch_size``) and 
 
 What medlens changes: nodes are boxes instead of rows of a sparse mask matrix, masked
 images are built on the model's device with one ``torch.where`` per round, all images of
-a batch advance in lockstep so one forward pass serves every image, and the tie-break
+a batch advance in lockstep so one forward pass serves every image, forward passes run under
+``torch.inference_mode`` in chunks of the size measured fastest for the model, device and
+input shape when ``batch_size`` is None (see ``medlens.xai._chunking``), and the tie-break
 draws come from a ``RandomState(seed + index)`` instead of numpy's global generator.
 Given the same ``max_evals``, masker and round size, the Shapley values equal those of
 ``shap.explainers.Partition(f, shap.maskers.Image(masker, shape))(x, max_evals=...,
@@ -177,6 +179,7 @@ class ShapExplainer(Explainer):
     uses_gradients = False
     spatial_dims = (2,)
     fidelity_param = "max_evals"
+    auto_chunk = True
 
     def __init__(
         self,
@@ -251,12 +254,16 @@ class ShapExplainer(Explainer):
         def evaluate(owners: list[int], masks: list[np.ndarray]) -> np.ndarray:
             m = torch.as_tensor(np.stack(masks), device=x.device)
             idx = torch.as_tensor(owners, device=x.device)
-            imgs = torch.where(m, x_hwc[idx], bg[idx]).permute(0, 3, 1, 2).contiguous()
-            step = imgs.shape[0] if batch_size is None else batch_size
-            with torch.no_grad():
+            step = m.shape[0] if batch_size is None else batch_size
+            with torch.inference_mode():
+                imgs = torch.where(m, x_hwc[idx], bg[idx]).permute(0, 3, 1, 2)  # channels-last
+                if not self._channels_last:
+                    imgs = imgs.contiguous()
                 out = torch.cat(
                     [
-                        head_scores(self.model(imgs[i : i + step]), self.head).double().cpu()
+                        head_scores(self._forward_rows(imgs[i : i + step]), self.head)
+                        .double()
+                        .cpu()
                         for i in range(0, imgs.shape[0], step)
                     ]
                 ).numpy()

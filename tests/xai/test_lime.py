@@ -63,6 +63,26 @@ def test_weights_equal_lime_package(channels, hide_color, seed):
     assert r.diagnostics["r2"][0, 0] == pytest.approx(exp.score, abs=1e-6)
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_filled_image_is_bit_identical_to_lime(channels):
+    """Superpixel means as lime computes them (one boolean mask and np.mean per superpixel
+    and channel), here in one pass over the pixels."""
+    x = blob_images(1, channels=channels, size=48, seed=3)[0].numpy()
+    e = get_explainer("lime", tiny(in_channels=channels), n_segments=40)
+    segments = e.segment(x)
+    image = np.moveaxis(x, 0, -1)
+    expected = image.copy()
+    for s in np.unique(segments):
+        expected[segments == s] = tuple(
+            np.mean(image[segments == s][:, c]) for c in range(channels)
+        )
+    got = e.fill_image(image, segments)
+    assert got.dtype == image.dtype and got.shape == image.shape
+    np.testing.assert_array_equal(got, expected)
+    hidden = get_explainer("lime", tiny(), hide_color=-0.5).fill_image(image, segments)
+    np.testing.assert_array_equal(hidden, np.full_like(image, -0.5))
+
+
 def test_several_targets_share_one_set_of_samples():
     m = tiny(num_outputs=3)
     x = blob_images(1)

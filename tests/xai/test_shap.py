@@ -46,13 +46,16 @@ def _model_fn(model):
 )
 @pytest.mark.parametrize("per_round", [10, 64])
 def test_values_equal_shap_partition(channels, masker, targets, max_evals, per_round):
-    """Tolerance 1e-9 relative: the same tree, queue, tie-break stream and model outputs;
-    only the order of float additions when spreading node credit to pixels differs."""
+    """Tolerance 1e-6 of the largest value: the same tree, queue, tie-break stream and model
+    outputs; only the order of float additions when spreading node credit to pixels differs.
+    ``batch_size=per_round`` sends each round's masks through the model in one pass, as shap
+    calls the model, so the float32 outputs are bit-identical (a different chunk changes the
+    last bit of some outputs, which this tiny model's near-uniform probabilities amplify)."""
     m = tiny(in_channels=channels, num_outputs=3)
     x = blob_images(1, channels=channels, size=16)
     r = get_explainer(
         "shap", m, head=HEAD, max_evals=max_evals, masker=masker, masks_per_round=per_round
-    ).explain(x, target=targets, seed=9, batch_size=None)
+    ).explain(x, target=targets, seed=9, batch_size=per_round)
     img = x[0].permute(1, 2, 0).numpy()
     mask_value = masker if isinstance(masker, str) else np.full(img.shape, masker, dtype=img.dtype)
     explainer = shap.explainers.Partition(_model_fn(m), shap.maskers.Image(mask_value, img.shape))

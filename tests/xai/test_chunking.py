@@ -1,0 +1,187 @@
+"""Per-device chunk size and layout for the forward-only perturbation methods.
+
+The probe's timings are replaced by a deterministic cost model (no wall-clock in tests); the
+forward passes themselves are real.
+"""
+
+from __future__ import annotations
+
+import gc
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from medlens.xai import _chunking as chunking
+from medlens.xai import get_explainer
+
+from .conftest import FAST, blob_images, tiny
+
+PERTURBATION = ["lime", "occlusion", "scorecam", "shap"]
+#: settings whose jobs are large enough (>= PROBE_MIN_ROWS rows) to be probed
+LARGE = {
+    "lime": {"num_samples": 200, "n_segments": 12},
+    "occlusion": {"window": 4, "stride": 2},
+    "scorecam": {},
+    "shap": {"max_evals": 200},
+}
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache():
+    chunking.clear_chunk_cache()
+    yield
+    chunking.clear_chunk_cache()
+
+
+def fake_timing(monkeypatch, best: int = 16, channels_last: bool = True) -> list[tuple]:
+    """Per-row cost lowest at ``best`` rows, 10 % lower in the preferred layout; records
+    every probe forward (size, channels_last)."""
+    calls: list[tuple] = []
+
+    def seconds(model, xb):
+        model(xb)  # the real forward (out-of-memory errors propagate as on a device)
+        cl = xb.stride(1) == 1  # channels-last (the images have more than one pixel)
+        calls.append((xb.shape[0], cl))
+        per_row = 1.0 + abs(np.log2(xb.shape[0]) - np.log2(best))
+        return per_row * (0.9 if cl == channels_last else 1.0) * xb.shape[0]
+
+    monkeypatch.setattr(chunking, "_seconds", seconds)
+    return calls
+
+
+def test_probe_picks_the_cheapest_size_and_layout(monkeypatch):
+    calls = fake_timing(monkeypatch, best=16, channels_last=True)
+    m, x = tiny(), blob_images(1)
+    plan = chunking.forward_plan(m, x, 1000)
+    assert plan == chunking.ForwardPlan(16, True, True)
+    probed_rows = sum(size for size, _ in calls)
+    assert probed_rows <= 0.15 * 1000 + 3 * 32  # climb budget + the second pass
+    n = len(calls)
+    assert chunking.forward_plan(m, x, 1000) == plan  # cached: no second probe
+    assert chunking.forward_plan(m, x, 10).rows == 10  # never more rows than the job has
+    assert len(calls) == n
+
+
+def test_probe_prefers_the_input_layout_when_it_is_cheaper(monkeypatch):
+    fake_timing(monkeypatch, best=8, channels_last=False)
+    assert chunking.forward_plan(tiny(), blob_images(1), 1000) == chunking.ForwardPlan(
+        8, False, True
+    )
+
+
+def test_cache_is_per_model_shape_and_forgets_dead_models(monkeypatch):
+    calls = fake_timing(monkeypatch)
+    m = tiny()
+    chunking.forward_plan(m, blob_images(1), 1000)
+    n = len(calls)
+    chunking.forward_plan(m, blob_images(1, size=16), 1000)  # another shape: probed again
+    assert len(calls) > n
+    other = tiny()
+    n = len(calls)
+    chunking.forward_plan(other, blob_images(1), 1000)  # another model: probed again
+    assert len(calls) > n
+    assert len(chunking._CACHE) == 2
+    del other
+    gc.collect()
+    assert len(chunking._CACHE) == 1
+
+
+def test_small_jobs_run_in_one_pass_without_a_probe(monkeypatch):
+    calls = fake_timing(monkeypatch)
+    rows = chunking.PROBE_MIN_ROWS - 1
+    assert chunking.forward_plan(tiny(), blob_images(1), rows) == chunking.ForwardPlan(rows)
+    assert calls == []
+
+
+class SmallMemory(nn.Module):
+    """Raises CUDA's out-of-memory error for forward passes of more than ``limit`` rows."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.inner = tiny()
+        self.limit = limit
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > self.limit:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return self.inner(x)
+
+
+def test_probe_stops_at_out_of_memory(monkeypatch):
+    fake_timing(monkeypatch, best=64)
+    assert chunking.forward_plan(SmallMemory(limit=4), blob_images(1), 1000).rows == 4
+
+
+@pytest.mark.parametrize("name", PERTURBATION)
+def test_explain_records_the_measured_chunk_and_keeps_results(name, monkeypatch):
+    calls = fake_timing(monkeypatch, best=4)
+    x = blob_images(8 if name == "scorecam" else 2)  # Score-CAM: 17 rows per image
+    e = get_explainer(name, tiny(), **LARGE[name])
+    r = e.explain(x)
+    assert calls, "a large job is probed"
+    assert r.params["batch_size"] is None
+    assert r.params["batch_size_used"] == 4 and r.params["channels_last"] is True
+    plan = get_explainer(name, tiny(), **LARGE[name]).plan(x)
+    assert r.evaluations == plan.evaluations  # the probe's rows are not evaluations
+    assert plan.rows_per_forward == 4
+    again = e.explain(x)  # same process, same plan: bit for bit
+    np.testing.assert_array_equal(again.maps, r.maps)
+    ref = get_explainer(name, tiny(), **LARGE[name]).explain(x, batch_size=1)
+    scale = float(np.abs(ref.maps).max())
+    np.testing.assert_allclose(r.maps, ref.maps, rtol=1e-4, atol=1e-5 * scale + 1e-7)
+
+
+def test_gradient_methods_are_not_probed(monkeypatch):
+    calls = fake_timing(monkeypatch)
+    r = get_explainer("integrated_gradients", tiny(), n_steps=200).explain(blob_images(2))
+    assert calls == [] and r.params["batch_size_used"] is None
+    assert "channels_last" not in r.params
+
+
+class Spy(nn.Module):
+    """Records, per forward pass, its rows and whether inference mode was on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = tiny()
+        self.calls: list[tuple[int, bool, bool]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls.append((x.shape[0], torch.is_inference_mode_enabled(), torch.is_grad_enabled()))
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("name", PERTURBATION)
+def test_perturbation_forwards_run_in_inference_mode(name):
+    m = Spy()
+    get_explainer(name, m, **FAST[name]).explain(blob_images(2), batch_size=4)
+    assert len(m.calls) > 2
+    assert all(inference and not grad for _, inference, grad in m.calls), m.calls
+
+
+def test_oom_halves_a_cached_chunk_and_continues(monkeypatch):
+    fake_timing(monkeypatch, best=16)
+    m = SmallMemory(limit=10_000)
+    x = blob_images(1)
+    e = get_explainer("lime", m, num_samples=600, n_segments=12)
+    assert e.explain(x).params["batch_size_used"] == 16
+    m.limit = 8  # memory got tighter since the probe
+    r = e.explain(x)
+    assert r.params["batch_size_used"] == 8
+    ref = get_explainer("lime", m, num_samples=600, n_segments=12).explain(x, batch_size=8)
+    scale = float(np.abs(ref.maps).max())
+    np.testing.assert_allclose(r.maps, ref.maps, rtol=1e-4, atol=1e-5 * scale + 1e-7)
+
+
+def test_to_layout():
+    x = torch.randn(2, 1, 8, 8)
+    assert chunking.to_layout(x, False) is x
+    cl = chunking.to_layout(x, True)
+    assert cl.is_contiguous(memory_format=torch.channels_last) and cl.stride(1) == 1
+    torch.testing.assert_close(cl, x, rtol=0, atol=0)
+    v = torch.randn(1, 2, 4, 8, 8)
+    assert chunking.to_layout(v, True).is_contiguous(memory_format=torch.channels_last_3d)
+    flat = torch.randn(3, 5)
+    assert chunking.to_layout(flat, True) is flat
