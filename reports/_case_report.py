@@ -43,6 +43,7 @@ __all__ = [
     "CaseInput",
     "CaseMap",
     "case_report_story",
+    "failed_trust_reasons",
     "render_case_reports",
     "render_heatmap_overlay",
     "write_case_reports",
@@ -54,8 +55,9 @@ CASE_CAVEATS = (
     "Bright areas are not a lesion outline.",
     "Different explanation methods can disagree; a low agreement number means the picture of "
     "'why' is uncertain.",
-    "A map marked 'failed trust checks' did not pass medlens' sanity and faithfulness tests for "
-    "this case; do not use it as evidence.",
+    "A map marked 'FAILED trust checks' did not pass medlens' sanity, faithfulness, anatomy and "
+    "shortcut-region checks for this case (what failed is printed under the map); do not use "
+    "it as evidence.",
     "The score is the model's output, not a probability of disease for this patient unless the "
     "model was shown to be calibrated in the validation report.",
     "This report supports, and does not replace, the reading of the image by a qualified clinician.",
@@ -96,12 +98,17 @@ class CaseMap:
         Trust-card verdict: True passed, False failed, None not checked.
     note : str
         Short reason shown under the map (e.g. the failed check).
+    reasons : sequence of str
+        The trust card's plain-language reasons for the failed checks
+        (:func:`failed_trust_reasons`), quoted under a FAILED map and in the page's
+        "Not evidence" line; ignored unless ``trusted`` is False.
     """
 
     method: str
     overlay: bytes | np.ndarray
     trusted: bool | None = None
     note: str = ""
+    reasons: Sequence[str] = ()
 
 
 @dataclass(frozen=True)
@@ -152,6 +159,57 @@ class CaseInput:
     notes: Sequence[str] = field(default_factory=tuple)
     identifiers: Mapping[str, str] = field(default_factory=dict)
     identifiers_requested: bool = False
+
+
+_CARD_CHECKS = ("randomisation", "faithfulness", "stability", "anatomy")
+BAD_CARD = "card must be a trust card (a TrustCard or its to_dict() mapping); got {got}"
+
+
+def failed_trust_reasons(card: Any) -> tuple[str, ...]:
+    """The reasons a trust card gives for its failed checks, in the card's check order.
+
+    A card (:class:`medlens.xai.TrustCard` or its ``to_dict()``, as stored in
+    ``explanation_audit.json`` and the explain sidecars) holds one reason per check
+    (randomisation, faithfulness, stability, anatomy), then one per shortcut region above
+    its factor (part of the anatomy check). A failed anatomy check quotes the anatomy
+    reason when the share on the lesion/anatomy is too low (or undefined) and the shortcut
+    reason when a shortcut region is above its factor.
+
+    Parameters
+    ----------
+    card : TrustCard or mapping
+
+    Returns
+    -------
+    tuple of str
+        Empty for a trusted card.
+    """
+    from medlens.xai._trust import ANATOMY_ENRICHMENT_MIN
+
+    if hasattr(card, "to_dict") and not isinstance(card, Mapping):
+        card = card.to_dict()
+    if not isinstance(card, Mapping) or not isinstance(card.get("reasons"), (list, tuple)):
+        raise param_error("card", "failed_trust_reasons", "a trust card", type(card).__name__)
+    reasons = [str(r) for r in card["reasons"]]
+    out: list[str] = []
+    for i, check in enumerate(_CARD_CHECKS):
+        if card.get(check) != "fail" or i >= len(reasons):
+            continue
+        if check != "anatomy":
+            out.append(reasons[i])
+            continue
+        shortcut = reasons[len(_CARD_CHECKS) :]
+        inside, frac = card.get("inside_anatomy_share"), card.get("anatomy_fraction")
+        low = (
+            bool(card.get("anatomy_region"))
+            and frac is not None
+            and frac == frac
+            and not (inside is not None and inside >= ANATOMY_ENRICHMENT_MIN * frac)
+        )
+        if low or not shortcut:
+            out.append(reasons[i])
+        out += shortcut
+    return tuple(out)
 
 
 def _finite(value: Any, name: str) -> float:
@@ -281,7 +339,12 @@ def _score_bar(score: float, threshold: float, width: float) -> Flowable:
 
 
 def _map_cell(
-    label: str, png: bytes, trusted: bool | None, note: str, cell_w_mm: float
+    label: str,
+    png: bytes,
+    trusted: bool | None,
+    note: str,
+    cell_w_mm: float,
+    reasons: Sequence[str] = (),
 ) -> list[Any]:
     if trusted is True:
         status, colour = TRUSTED_LABEL, BADGE_COLOURS["PASS"]
@@ -297,6 +360,9 @@ def _map_cell(
         )
     if note:
         flow += paragraph(note, style="small")
+    if trusted is False:
+        for reason in reasons:
+            flow += paragraph(f"• {reason}", style="small")
     return flow
 
 
@@ -382,7 +448,7 @@ def case_report_story(case: CaseInput, *, width: float | None = None) -> list[Fl
             png = bytes(m.overlay)
         else:
             png = render_heatmap_overlay(scan, np.asarray(m.overlay), method=m.method)
-        cells.append(_map_cell(m.method, png, m.trusted, m.note, cell_w))
+        cells.append(_map_cell(m.method, png, m.trusted, m.note, cell_w, tuple(m.reasons)))
     grid = [cells[i : i + per_row] for i in range(0, len(cells), per_row)]
     grid[-1] += [""] * (per_row - len(grid[-1]))
     table = Table(grid, colWidths=[cell_w * mm] * per_row, hAlign="LEFT")
@@ -410,10 +476,14 @@ def case_report_story(case: CaseInput, *, width: float | None = None) -> list[Fl
         body += paragraph(text, markup=True)
     elif len(maps) > 1:
         body += paragraph("Method agreement was not computed for this case.")
-    untrusted = [m.method for m in maps if m.trusted is False]
+    untrusted = [m for m in maps if m.trusted is False]
     if untrusted:
+        why = [
+            f"{_esc(m.method)} ({_esc('; '.join(m.reasons))})" if m.reasons else _esc(m.method)
+            for m in untrusted
+        ]
         body += paragraph(
-            f"<b>Not evidence:</b> {_esc(', '.join(untrusted))} failed the trust checks for this case.",
+            f"<b>Not evidence:</b> {', '.join(why)} failed the trust checks for this case.",
             markup=True,
         )
     for note in case.notes:

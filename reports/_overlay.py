@@ -52,6 +52,8 @@ TOP_FRACTION = 0.05
 SEQUENTIAL_CMAP = "inferno"
 DIVERGING_CMAP = "coolwarm"
 DPI = 200
+#: Colour of an overlay's trust line by verdict (failed, passed, not checked).
+TRUST_COLOURS = {False: "#c62828", True: "#2e7d32", None: "#555555"}
 
 SHAPE_MISMATCH = (
     "the map has shape {map_shape} but the scan has shape {scan_shape}; draw maps on the grid "
@@ -171,6 +173,8 @@ def overlay_figure(
     window: tuple[float, float] | None = None,
     alpha: float = 0.6,
     note: str | None = None,
+    trust: str | None = None,
+    trusted: bool | None = None,
 ) -> Figure:
     """One case, one method: grey scan, heat map, colour bar, top-5 % contour, labels.
 
@@ -195,12 +199,22 @@ def overlay_figure(
         Largest opacity of the heat map.
     note : str, optional
         Extra line under the image (e.g. the slice of a volume).
+    trust : str, optional
+        The map's trust verdict (e.g. ``"trust: FAILED (anatomy)"``), drawn on its own line
+        under the title so that a map that failed its trust card is never shown unmarked.
+        None (default): no trust line, and the figure is exactly as without the argument.
+    trusted : bool, optional
+        Colour of the trust line: False red, True green, None grey (not checked).
 
     Returns
     -------
     matplotlib.figure.Figure
         An Agg figure (not registered with pyplot); save it with :func:`save_png`.
     """
+    if trust is not None and (not isinstance(trust, str) or not trust.strip()):
+        raise param_error("trust", "overlay_figure", "a non-empty str or None", trust)
+    if trusted is not None and not isinstance(trusted, bool):
+        raise param_error("trusted", "overlay_figure", "True, False or None", trusted)
     scan, amap = _check_pair(scan, amap)
     v = display_limit(amap) if vmax is None else float(vmax)
     fig = Figure(figsize=(6.4, 6.0), dpi=DPI)
@@ -222,6 +236,15 @@ def overlay_figure(
     if score is not None:
         title += f"  (score {score:.3f})"
     fig.text(0.04, 0.94, title, fontsize=13, weight="bold")
+    if trust is not None:
+        fig.text(
+            0.04,
+            0.9,
+            trust,
+            fontsize=10,
+            weight="bold",
+            color=TRUST_COLOURS[trusted],
+        )
     legend = f"green contour: top {TOP_FRACTION:.0%} of map values"
     if note:
         legend += f"; {note}"

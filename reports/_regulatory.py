@@ -41,10 +41,14 @@ from ._pdf import (
 )
 
 __all__ = [
+    "CRITERIA_NOT_RECORDED",
     "GUIDELINE_MAP",
+    "TRUST_FAILURES",
     "fmt",
     "fmt_ci",
     "regulatory_story",
+    "trust_criteria_text",
+    "trust_failure_counts",
     "write_regulatory_report",
 ]
 
@@ -60,6 +64,9 @@ IDENTIFIERS_INCLUDED = (
     "(requested with --include-identifiers); handle this report as patient data"
 )
 IDENTIFIERS_EXCLUDED = "not included: pseudonymous case ids only"
+BAD_CONFUSION_MATRIX = (
+    "counts must be {k} rows of {k} counts (one per class); got rows of lengths {shape}"
+)
 GALLERY_FILE_MISSING = "gallery image {file} listed in cases.json is missing from the bundle"
 _CLASSES = ("positive", "negative", "unknown")
 PRIMARY_METRICS = EVIDENCE_METRICS  # the evidence contract's metrics, in its order
@@ -593,12 +600,15 @@ def _performance_multi(
         + (
             "Each case is a reference positive for exactly one class, so the counts summed "
             "over classes count every case once as positive and "
-            f"{len(classes) - 1} times as negative; no pooled 2x2 table is shown."
+            f"{len(classes) - 1} times as negative (evidence.json overall.note); no pooled "
+            "2x2 table is shown."
             if task == "multiclass"
             else "A case can be positive for several labels; no pooled 2x2 table is shown."
         ),
         style="small",
     )
+    if task == "multiclass":
+        story += _confusion_matrix(overall.get("confusion_matrix"), classes)
     story += paragraph(f"Per-{word} metrics with 95 % confidence intervals", style="h3")
     rows = []
     methods: set[str] = set()
@@ -654,6 +664,57 @@ def _performance_multi(
         style="small",
     )
     story += _calibration_multi(ev, classes, word)
+    return story
+
+
+def _confusion_matrix(cm: Mapping[str, Any] | None, classes: list[str]) -> list[Any]:
+    """The K x K table of a multi-class task (evidence.json overall.confusion_matrix)."""
+    story: list[Any] = paragraph(
+        "Confusion matrix (rows: reference class, columns: predicted class)", style="h3"
+    )
+    if not isinstance(cm, Mapping) or not cm.get("counts"):
+        return story + paragraph(
+            "Not recorded: this evidence.json has no overall.confusion_matrix (written by an "
+            "older medlens); the per-class one-vs-rest tables above hold the same margins.",
+            style="small",
+        )
+    names = [str(c) for c in cm.get("classes") or classes]
+    counts = [[int(v) for v in row] for row in cm["counts"]]
+    k = len(names)
+    if len(counts) != k or any(len(row) != k for row in counts):
+        raise EvidenceError(
+            BAD_CONFUSION_MATRIX.format(k=k, shape=[len(r) for r in counts]),
+            source="evidence.json overall.confusion_matrix",
+        )
+    rows: list[list[Any]] = []
+    for name, row in zip(names, counts, strict=True):
+        rows.append([name, *row, sum(row)])
+    col_tot = [sum(r[j] for r in counts) for j in range(k)]
+    rows.append(["Total predicted", *col_tot, sum(col_tot)])
+    first = 40.0
+    other = min(30.0, (174.0 - first) / (k + 1))
+    table = data_table(
+        ["Reference \\ predicted", *names, "Total"],
+        rows,
+        col_widths=[first, *([other] * (k + 1))],
+        zebra=False,
+    )
+    from reportlab.platypus import TableStyle
+
+    from ._pdf import _register_fonts
+
+    bold = _register_fonts()[1]
+    table[0].setStyle(
+        TableStyle([("FONTNAME", (i + 1, i + 1), (i + 1, i + 1), bold) for i in range(k)])
+    )
+    story += table
+    correct = sum(counts[i][i] for i in range(k))
+    story += paragraph(
+        f"Diagonal (bold): correctly classified cases, {correct} of {sum(col_tot)}. "
+        "Row totals are the cases per reference class; column totals the cases per "
+        "predicted class.",
+        style="small",
+    )
     return story
 
 
@@ -925,8 +986,154 @@ def _gallery_png(bundle_dir: Path | None, entry: Mapping[str, Any]) -> bytes | N
     return path.read_bytes()
 
 
+#: The checks of a trust card, in the order of its ``reasons`` (see :mod:`medlens.xai._trust`),
+#: with the failure categories the report counts (the anatomy check fails for a low share on
+#: the reference region, for a shortcut region, or both).
+TRUST_FAILURES = (
+    ("randomisation", "Randomisation"),
+    ("faithfulness", "Faithfulness"),
+    ("stability", "Stability"),
+    ("anatomy", "Anatomy"),
+    ("shortcut_region", "Shortcut region"),
+)
+CRITERIA_NOT_RECORDED = (
+    "Trust criteria not recorded: this bundle's explanation_audit.json has no "
+    "trust_criteria (written by an older medlens); the trusted counts cannot be tied to "
+    "stated thresholds."
+)
+
+
+def _trust_criteria(audit: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The audit record's ``trust_criteria`` (else the first method's ``trust.criteria``)."""
+    crit = audit.get("trust_criteria")
+    if isinstance(crit, Mapping) and crit:
+        return crit
+    for rec in (audit.get("methods") or {}).values():
+        c = ((rec or {}).get("trust") or {}).get("criteria")
+        if isinstance(c, Mapping) and c:
+            return c
+    return None
+
+
+def _fraction_text(text: Any) -> str:
+    """ "region widened by 0.0625 of the ..." -> "1/16" (the margin as a simple fraction)."""
+    import re
+    from fractions import Fraction
+
+    m = re.search(r"(\d+(?:\.\d+)?)", str(text or ""))
+    if not m:
+        return ""
+    f = Fraction(m.group(1)).limit_denominator(100)
+    if f == 0:
+        return "0"
+    return (
+        f"{f.numerator}/{f.denominator}" if abs(float(f) - float(m.group(1))) < 1e-9 else m.group(1)
+    )
+
+
+def trust_criteria_text(criteria: Mapping[str, Any] | None) -> str:
+    """Plain-language rule of the per-case trust card, quoted from the audit record.
+
+    Parameters
+    ----------
+    criteria : mapping or None
+        ``trust_criteria`` of ``explanation_audit.json`` (:data:`medlens.xai.TRUST_CRITERIA`).
+
+    Returns
+    -------
+    str
+        "A map is trusted when: ..." with the recorded thresholds, or
+        :data:`CRITERIA_NOT_RECORDED` when the record holds none.
+    """
+    if not criteria:
+        return CRITERIA_NOT_RECORDED
+    parts = []
+    rnd = criteria.get("randomisation") or {}
+    if rnd:
+        parts.append(
+            "it changes under model randomisation (Spearman "
+            f"{rnd.get('pass_if', '–')} between the maps of the original and the fully "
+            "randomised model)"
+        )
+    faith = criteria.get("faithfulness") or {}
+    if faith:
+        gap = faith.get("threshold")
+        parts.append(
+            "removing its most relevant pixels lowers the logit faster than removing its "
+            "least relevant (LeRF - MoRF gap >= "
+            f"{'–' if gap is None else f'{gap:g}'} of the score range)"
+        )
+    anat = criteria.get("anatomy") or {}
+    if anat:
+        t = anat.get("threshold")
+        times = (
+            "at least a uniform map's"
+            if t == 1
+            else f"at least {'–' if t is None else f'{t:g}'} times a uniform map's"
+        )
+        margin = _fraction_text(anat.get("margin"))
+        widened = f", widened by {margin} of the image side," if margin else ""
+        parts.append(f"its mass per pixel on the lesion (else the anatomy){widened} is {times}")
+        factor = anat.get("shortcut_region_factor")
+        if factor is not None:
+            parts.append(
+                f"it puts no more than {factor:g}x a uniform map's share in an image corner "
+                "or a user region (e.g. burned-in text)"
+            )
+    stab = criteria.get("stability") or {}
+    if stab:
+        methods = ", ".join(map(str, stab.get("methods") or [])) or "stochastic methods"
+        parts.append(
+            f"for stochastic methods ({methods}), two seeds give similar maps (Spearman "
+            f"{stab.get('pass_if', '–')})"
+        )
+    if not parts:
+        return CRITERIA_NOT_RECORDED
+    text = "A map is trusted when: " + "; ".join(parts[:-1])
+    text += ("; and " if len(parts) > 1 else "") + parts[-1] + "."
+    how = criteria.get("trusted_if")
+    if how:
+        text += f" Rule: {how}."
+    anat_na = anat.get("not_assessed")
+    if anat_na:
+        text += f" Anatomy not assessed: {anat_na}."
+    return text
+
+
+def trust_failure_counts(
+    cards: list[Mapping[str, Any]], criteria: Mapping[str, Any] | None
+) -> dict[str, int]:
+    """Failed maps per check (a map can fail several), from the audit's trust cards.
+
+    ``anatomy``: the share on the widened lesion/anatomy is below the recorded threshold
+    (or undefined); ``shortcut_region``: the shortcut-region ratio is above the recorded
+    factor. Both come from the card's anatomy check; a failed anatomy check that fits
+    neither (an older card) counts as ``anatomy``.
+    """
+    anat = (criteria or {}).get("anatomy") or {}
+    ratio_min = anat.get("threshold")
+    factor = anat.get("shortcut_region_factor")
+    out = {key: 0 for key, _ in TRUST_FAILURES}
+    for c in cards:
+        for key in ("randomisation", "faithfulness", "stability"):
+            out[key] += c.get(key) == "fail"
+        if c.get("anatomy") != "fail":
+            continue
+        lean = c.get("shortcut_region_ratio")
+        shortcut = lean is not None and factor is not None and lean == lean and lean > factor
+        inside, frac = c.get("inside_anatomy_share"), c.get("anatomy_fraction")
+        low = (
+            bool(c.get("anatomy_region"))
+            and frac is not None
+            and (inside is None or ratio_min is None or inside < ratio_min * frac)
+        )
+        out["shortcut_region"] += shortcut
+        out["anatomy"] += low or not shortcut
+    return out
+
+
 def _audit_summary(audit: Mapping[str, Any]) -> list[Any]:
-    """Per-method table and shortcut flags of a ``medlens audit`` record."""
+    """Per-method table, trust criteria and failures, and shortcut flags of an audit record."""
     story: list[Any] = paragraph(
         f"{audit.get('n_cases', '–')} test cases audited (explanation_audit.json). Sanity: "
         "cascading layer randomisation (Adebayo et al. 2018); faithfulness: area under the "
@@ -934,12 +1141,14 @@ def _audit_summary(audit: Mapping[str, Any]) -> list[Any]:
         "random removal order; trusted: maps passing their per-case trust card.",
         style="small",
     )
-    rows, flags = [], []
+    criteria = _trust_criteria(audit)
+    rows, flags, trust_rows = [], [], []
     for method, rec in sorted(audit["methods"].items()):
         sanity = rec.get("sanity") or {}
         faith = rec.get("faithfulness") or {}
         loc = rec.get("localisation") or {}
         trust = rec.get("trust") or {}
+        trusted = f"{trust.get('n_trusted', '–')} / {trust.get('n_cases', '–')}"
         rows.append(
             [
                 method,
@@ -947,10 +1156,23 @@ def _audit_summary(audit: Mapping[str, Any]) -> list[Any]:
                 f"{fmt(faith.get('deletion_auc'))} / {fmt(faith.get('deletion_auc_random'))}",
                 f"{fmt(faith.get('insertion_auc'))} / {fmt(faith.get('insertion_auc_random'))}",
                 fmt(loc.get("pointing_game")) if loc else "–",
-                f"{trust.get('n_trusted', '–')} / {trust.get('n_cases', '–')}",
+                trusted,
                 str((rec.get("evaluations") or {}).get("total", "–")),
             ]
         )
+        cards = [c for c in trust.get("cards") or [] if isinstance(c, Mapping)]
+        if cards:
+            counts = trust_failure_counts(cards, trust.get("criteria") or criteria)
+            failed = sorted(
+                ((n, label) for (key, label) in TRUST_FAILURES if (n := counts[key])),
+                key=lambda t: -t[0],
+            )
+            main = ", ".join(f"{label.lower()} {n}" for n, label in failed) or "none"
+            trust_rows.append([method, trusted, *(counts[key] for key, _ in TRUST_FAILURES), main])
+        elif trust:
+            trust_rows.append(
+                [method, trusted, *(["–"] * len(TRUST_FAILURES)), "cards not recorded"]
+            )
         for f in (rec.get("shortcut") or {}).get("flagged_cohorts", []):
             flags.append([method, f"{f['cohort']} = {f['value']}", f["region"], f["rule"]])
     story += data_table(
@@ -965,6 +1187,24 @@ def _audit_summary(audit: Mapping[str, Any]) -> list[Any]:
         ],
         rows,
     )
+    story += heading("Per-case trust cards", 2)
+    story += paragraph(trust_criteria_text(criteria), style="small")
+    if trust_rows:
+        story += data_table(
+            ["Method", "Trusted", *(label for _, label in TRUST_FAILURES), "Main failures"],
+            trust_rows,
+            col_widths=[19, 17, 28, 24, 18, 18, 18, 32],
+            font_size=7.5,
+            align=["LEFT", "RIGHT", "RIGHT", "RIGHT", "RIGHT", "RIGHT", "RIGHT", "LEFT"],
+        )
+        story += paragraph(
+            "Trusted: maps passing every check, of the maps audited. The other columns count "
+            "the maps failing each check (a map can fail several; an undefined value fails). "
+            "Anatomy: too little attribution on the widened lesion or anatomy; shortcut "
+            "region: too much in a corner or user region. Failed maps are shown as "
+            "'FAILED trust checks, not evidence' wherever they appear.",
+            style="small",
+        )
     story += heading("Shortcut audit: cohorts that lean on evidence outside the anatomy", 2)
     if flags:
         story += data_table(["Method", "Cohort", "Region", "Rule"], flags, align=["LEFT"] * 4)
@@ -1056,9 +1296,13 @@ def _explanations(
 
 def _gallery_caption(overlay: Mapping[str, Any]) -> str:
     """Method name, marked when the map failed its trust card (never shown as evidence)."""
+    import re
+
     method = str(overlay.get("method", ""))
     if overlay.get("trusted") is False:
-        return f"{method}: FAILED trust checks, not evidence"
+        failed = re.search(r"\((failed: [^)]*)\)", str(overlay.get("trust_label") or ""))
+        which = f" ({failed.group(1)})" if failed else ""
+        return f"{method}: FAILED trust checks{which}, not evidence"
     if overlay.get("trusted") is True:
         return f"{method}: passed trust checks"
     return f"{method}: trust not checked"

@@ -61,6 +61,7 @@ def test_explain_writes_overlay_map_and_sidecar_per_method(setup, capsys):
         assert side["trust"]["checked"] is False and side["trust"]["trusted"] is None
         assert side["trust"]["label"] == "trust not checked"
         assert side["trust"]["title"] == "trust: not checked"
+        assert side["trust"]["failed_reasons"] == []
     printed = capsys.readouterr().out
     assert sum(line.startswith(case) for line in printed.splitlines()) == 2
     assert "evaluations=" in printed and "[trust: not checked]" in printed
@@ -68,13 +69,14 @@ def test_explain_writes_overlay_map_and_sidecar_per_method(setup, capsys):
 
 def test_explain_trust_puts_the_card_in_sidecar_and_title(setup, capsys, monkeypatch, tmp_path):
     import medlens.reports._overlay as overlay
+    from medlens.reports import failed_trust_reasons
     from medlens.xai._trust import FAITHFULNESS_MIN_GAP
 
     titles = []
     real = overlay.overlay_figure
 
     def spy(*args, **kwargs):
-        titles.append((kwargs["method"], kwargs["note"]))
+        titles.append((kwargs["method"], kwargs["note"], kwargs["trust"], kwargs["trusted"]))
         return real(*args, **kwargs)
 
     monkeypatch.setattr(overlay, "overlay_figure", spy)
@@ -101,7 +103,18 @@ def test_explain_trust_puts_the_card_in_sidecar_and_title(setup, capsys, monkeyp
         assert trust["evaluations"]["trust_randomisation"] > 0
         word = "passed" if card["trusted"] else "FAILED"
         assert trust["title"].startswith(f"trust: {word}")
-        assert any(t[0] == f"gradcam  [{trust['title']}]" for t in titles)
+        # the verdict is the overlay's own trust line, not folded into the method name
+        assert (
+            "gradcam",
+            "not evidence: " + trust["title"].split("FAILED ", 1)[1]
+            if not card["trusted"]
+            else "map passed its trust checks",
+            trust["title"],
+            card["trusted"],
+        ) in titles
+        assert trust["failed_reasons"] == list(failed_trust_reasons(card))
+        if not card["trusted"]:
+            assert trust["failed_reasons"] and set(trust["failed_reasons"]) <= set(card["reasons"])
         assert f"[{trust['title']}]" in printed
     assert len(titles) == 2
 
@@ -119,6 +132,21 @@ def test_trust_title_names_failed_checks():
     assert trust_title(ok) == "trust: passed"
     assert trust_title(bad) == "trust: FAILED (randomisation, faithfulness)"
     assert trust_title(None) == "trust: not checked"
+    low, lean, both = trust_cards(
+        ["c", "d", "e"],
+        "gradcam",
+        randomisation_spearman=[0.0, 0.0, 0.0],
+        faithfulness_gap=[0.5, 0.5, 0.5],
+        inside_anatomy_share=[0.05, 0.9, 0.05],
+        anatomy_fraction=[0.3, 0.3, 0.3],
+        anatomy_region=["lesion"] * 3,
+        shortcut_region_ratio=[1.0, 4.0, 5.0],
+        shortcut_region=["corner_top_left"] * 3,
+    )
+    assert trust_title(low) == "trust: FAILED (anatomy)"
+    # on the lesion and on a burned-in corner: the shortcut is named, not the anatomy
+    assert trust_title(lean) == "trust: FAILED (shortcut region corner_top_left)"
+    assert trust_title(both) == "trust: FAILED (anatomy, shortcut region corner_top_left)"
 
 
 def test_unknown_case_and_method_are_clear_errors(setup, capsys):

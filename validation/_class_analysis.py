@@ -5,9 +5,11 @@ cohorts' macro averages to the overall one."""
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
+
+from medlens._errors import InputDataError, param_error
 
 from ._bootstrap import Partition
 from ._cohort_analysis import (
@@ -24,9 +26,55 @@ from ._plan import EVIDENCE_METRICS, AnalysisPlan
 from ._proportions import MetricEstimate
 from ._results import GroupResult
 
-__all__ = ["analyse_classes", "macro_group"]
+__all__ = ["ClassGroupResult", "analyse_classes", "class_confusion_matrix", "macro_group"]
 
 NO_MACRO_INTERVAL = "no interval for the macro average: this metric has no bootstrap replicates"
+NOT_ONE_HOT = (
+    "class_confusion_matrix needs one reference class and one predicted class per case "
+    "(one-hot rows); got {bad} case(s) with another number of classes"
+)
+
+
+@dataclass(frozen=True)
+class ClassGroupResult(GroupResult):
+    """A multi-class group: :class:`GroupResult` plus its K x K confusion matrix.
+
+    ``confusion_matrix[i][j]`` counts the cases of reference class ``i`` predicted as
+    class ``j`` (rows: reference, columns: predicted, in the order of the classes), as
+    :func:`sklearn.metrics.confusion_matrix` with ``labels=classes``.
+    """
+
+    confusion_matrix: tuple[tuple[int, ...], ...] = ()
+
+
+def class_confusion_matrix(y_mat: np.ndarray, pred_mat: np.ndarray) -> tuple[tuple[int, ...], ...]:
+    """K x K counts of a multi-class task: rows reference class, columns predicted class.
+
+    Parameters
+    ----------
+    y_mat, pred_mat : array of shape (N, K)
+        One-hot reference and predicted classes (one 1 per row).
+
+    Returns
+    -------
+    tuple of K tuples of K ints
+
+    Raises
+    ------
+    InputDataError
+        If a row of either matrix is not one-hot.
+    """
+    y = np.asarray(y_mat).astype(bool)
+    p = np.asarray(pred_mat).astype(bool)
+    if y.ndim != 2 or y.shape != p.shape:
+        raise param_error(
+            "pred_mat", "class_confusion_matrix", f"an array of shape {y.shape}", p.shape
+        )
+    bad = int(np.sum(y.sum(axis=1) != 1) + np.sum(p.sum(axis=1) != 1))
+    if bad:
+        raise InputDataError(NOT_ONE_HOT.format(bad=bad))
+    counts = y.T.astype(np.int64) @ p.astype(np.int64)
+    return tuple(tuple(int(v) for v in row) for row in counts)
 
 
 def macro_group(
@@ -89,6 +137,11 @@ def macro_group(
     )
 
 
+def _with_matrix(g: GroupResult, matrix: tuple[tuple[int, ...], ...]) -> ClassGroupResult:
+    fields = {f: getattr(g, f) for f in GroupResult.__dataclass_fields__}
+    return ClassGroupResult(**fields, confusion_matrix=matrix)
+
+
 def _macro_replicates(
     reps: dict[str, dict], key: tuple[str, str], metrics: list[str]
 ) -> dict[str, np.ndarray]:
@@ -146,12 +199,15 @@ def analyse_classes(
         {c: reps[c][OVERALL] for c in classes},
         **kw,
     )
+    multiclass = plan.task == "multiclass"
+    if multiclass:
+        overall = _with_matrix(overall, class_confusion_matrix(y_mat, pred_mat))
     diff_metrics = [k for k in EVIDENCE_METRICS if all(k in reps[c][OVERALL] for c in classes)]
     reps_overall = _macro_replicates(reps, OVERALL, diff_metrics)
     cohorts: dict[str, dict[str, GroupResult]] = {}
     for part in partitions[1:]:
         cohorts[part.name] = {}
-        for v in part.values:
+        for code, v in enumerate(part.values):
             g = macro_group(
                 f"{part.name}={v}",
                 {c: per[c][1][part.name][v] for c in classes},
@@ -167,7 +223,11 @@ def analyse_classes(
                 clustered=clustered,
                 alpha=plan.analysis.alpha,
             )
-            cohorts[part.name][v] = replace(g, difference=diffs)
+            g = replace(g, difference=diffs)
+            if multiclass:
+                rows = part.codes == code
+                g = _with_matrix(g, class_confusion_matrix(y_mat[rows], pred_mat[rows]))
+            cohorts[part.name][v] = g
     adjust_family(cohorts, diff_metrics, plan.subgroups.multiplicity)
     tables: dict[str, CohortTable] = {}
     for name, groups in cohorts.items():

@@ -11,8 +11,10 @@ bootstrap {estimate, ci_low, ci_high, p_value, method}, limitations}) and
 ci_low, ci_high, method}). For ``task`` multiclass / multilabel, ``overall`` and each
 cohort group also hold ``decision_rule`` and ``per_class[<class>]`` (a full group
 object, one-vs-rest); their ``metrics`` are macro averages over classes and their
-``confusion`` the one-vs-rest counts summed over classes; ``overall`` adds ``task`` and
-``classes``; ``threshold`` is null for multiclass (argmax); cohort groups also hold
+``n_positive``, ``n_negative`` and ``confusion`` the one-vs-rest counts summed over
+classes (so for multiclass ``n_positive == n``), said in the group's ``note``; multiclass
+groups add ``confusion_matrix`` {``classes``, ``rows``: "true", ``columns``: "predicted",
+``counts``: K x K}; ``overall`` adds ``task`` and ``classes``; ``threshold`` is null for multiclass (argmax); cohort groups also hold
 ``difference_to_overall`` of the macro metrics. ``calibration`` is then
 {``method``, ``per_class[<class>]``}: one binary calibration object per class,
 one-vs-rest (null when the class, or its complement, is absent), and acceptance criteria
@@ -48,6 +50,7 @@ import pandas as pd
 from medlens._errors import EvidenceError
 
 from ._calibration import CalibrationResult, ReliabilityCurve
+from ._class_analysis import ClassGroupResult
 from ._plan import EVIDENCE_METRICS
 from ._results import GroupResult, ValidationReport
 
@@ -68,6 +71,19 @@ CLASS_CALIBRATION_METHOD = (
 )
 SIG_DIGITS = 12
 PACKAGES = ("medlens", "numpy", "scipy", "scikit-learn", "statsmodels", "pandas")
+
+
+SUMMED_COUNTS_NOTE = (
+    "n_positive, n_negative and confusion are one-vs-rest counts summed over the {k} "
+    "{unit} (each case is counted once per {one}), not a count of cases; the "
+    "counts of each {one} are in per_class[<{one}>]{extra}"
+)
+MULTICLASS_COUNTS_NOTE = (
+    ". Multi-class: n_positive equals n, n_negative equals (K - 1) n and confusion.tp "
+    "the number of correctly classified cases; the K x K table is confusion_matrix "
+    "(rows: reference class, columns: predicted class)"
+)
+MULTILABEL_COUNTS_NOTE = ". Multi-label: a case can be positive for several labels"
 
 
 def _num(x: Any) -> Any:
@@ -129,6 +145,20 @@ def _group(g: GroupResult) -> dict[str, Any]:
         out["decision_rule"] = g.decision_rule
     if g.per_class:
         out["per_class"] = {c: _group(pc) for c, pc in g.per_class.items()}
+        multiclass = isinstance(g, ClassGroupResult)
+        out["note"] = SUMMED_COUNTS_NOTE.format(
+            k=len(g.per_class),
+            unit="classes" if multiclass else "labels",
+            one="class" if multiclass else "label",
+            extra=MULTICLASS_COUNTS_NOTE if multiclass else MULTILABEL_COUNTS_NOTE,
+        )
+        if multiclass:
+            out["confusion_matrix"] = {
+                "classes": list(g.per_class),
+                "rows": "true",
+                "columns": "predicted",
+                "counts": [list(row) for row in g.confusion_matrix],
+            }
     if g.at_prevalence is not None:
         out["at_prevalence"] = {k: _metric(v) for k, v in g.at_prevalence.items()}
     if g.difference:

@@ -3,9 +3,10 @@
 Every overlay says whether its map may be read as evidence. With ``--trust`` each map gets
 the audit's per-case trust card (:func:`medlens.xai._audit.case_trust_cards`: one cascading
 randomisation, the normalised LeRF - MoRF gap, a second seed for stochastic methods and the
-share on the lesion / anatomy mask when the cases have masks); the PNG title then says
-"trust: passed" or "trust: FAILED" and the JSON sidecar carries the card and the criteria.
-Without ``--trust`` the title says "trust: not checked". The cards are opt-in because they
+share on the lesion / anatomy mask when the cases have masks); the PNG's trust line under
+the title (``overlay_figure(trust=...)``) then says "trust: passed" (green) or "trust: FAILED
+(<checks>)" (red), the footer repeats "not evidence", and the JSON sidecar carries the card,
+the reasons of its failed checks and the criteria. Without ``--trust`` the trust line says "trust: not checked". The cards are opt-in because they
 re-run the method on a randomised model (as costly as the explanation itself: thousands of
 model evaluations for LIME or SHAP), add 38 evaluations of deletion/insertion per map and,
 for stochastic methods, a second run: about twice to three times the cost of ``explain``.
@@ -72,17 +73,32 @@ def register(sub: Any) -> None:
 
 
 def trust_title(card: Any) -> str:
-    """Title tag of an overlay: ``"trust: passed"``, ``"trust: FAILED (anatomy)"`` or
-    ``"trust: not checked"`` (``card`` None)."""
+    """Trust line of an overlay: ``"trust: passed"``, ``"trust: FAILED (anatomy)"``,
+    ``"trust: FAILED (shortcut region corner_top_left)"`` or ``"trust: not checked"``
+    (``card`` None)."""
+    import math
+
+    from ..xai._trust import ANATOMY_ENRICHMENT_MIN, SHORTCUT_REGION_FACTOR
+
     if card is None:
         return "trust: not checked"
     if card.trusted:
         return "trust: passed"
     failed = [
-        c
-        for c in ("randomisation", "faithfulness", "stability", "anatomy")
-        if getattr(card, c) == "fail"
+        c for c in ("randomisation", "faithfulness", "stability") if getattr(card, c) == "fail"
     ]
+    if card.anatomy == "fail":
+        # the anatomy check fails for a low share on the lesion / anatomy, for a shortcut
+        # region above its factor, or both: name what happened
+        ratio = card.shortcut_region_ratio
+        shortcut = math.isfinite(ratio) and ratio > SHORTCUT_REGION_FACTOR
+        low = bool(card.anatomy_region) and not (
+            card.inside_anatomy_share >= ANATOMY_ENRICHMENT_MIN * card.anatomy_fraction
+        )
+        if low or not shortcut:
+            failed.append("anatomy")
+        if shortcut:
+            failed.append(f"shortcut region {card.shortcut_region}")
     return f"trust: FAILED ({', '.join(failed)})"
 
 
@@ -107,6 +123,7 @@ def _write(result: Any, out: Path, stem: str, scan: Any, card: Any, evaluations:
     """npy + JSON sidecar (:func:`medlens.xai.save_result`) and the trust-labelled PNG."""
     import numpy as np
 
+    from ..reports._case_report import failed_trust_reasons
     from ..reports._overlay import overlay_figure, pick_slice, save_png
     from ..xai._run import _jsonable, save_result
     from ..xai._trust import TRUST_CRITERIA, trust_label
@@ -129,11 +146,13 @@ def _write(result: Any, out: Path, stem: str, scan: Any, card: Any, evaluations:
     fig = overlay_figure(
         s,
         amap,
-        method=f"{result.method}  [{trust_title(card)}]",
+        method=result.method,
         score=float(result.scores[0, 0]),
         signed=result.signed,
         target_name=result.target_names[0][0],
         note=trust_note if note is None else f"{note}; {trust_note}",
+        trust=trust_title(card),
+        trusted=None if card is None else bool(card.trusted),
     )
     png = save_png(fig, out / f"{stem}.png")
     side["png_file"] = png.name
@@ -144,6 +163,7 @@ def _write(result: Any, out: Path, stem: str, scan: Any, card: Any, evaluations:
             "label": TRUST_NOT_CHECKED if card is None else trust_label(card),
             "title": trust_title(card),
             "card": None if card is None else card.to_dict(),
+            "failed_reasons": [] if card is None else list(failed_trust_reasons(card)),
             "criteria": None if card is None else TRUST_CRITERIA,
             "evaluations": evaluations,
         }

@@ -199,3 +199,65 @@ def test_identifiers_are_shown_next_to_the_key_only_when_given(tmp_path):
     assert f"Patient ID (DICOM) {IDENTIFIER_MISSING}" in pages[1]
     assert PdfReader(str(named)).metadata["/Subject"] == SUBJECT_IDENTIFIED
     assert {f.marker for f in scan_for_identifiers(named, markers)} == set(markers)
+
+
+def _cards():
+    from medlens.xai._trust import trust_cards
+
+    return trust_cards(
+        ["a", "b", "c", "d"],
+        "gradcam",
+        randomisation_spearman=[0.9, 0.0, 0.0, 0.0],
+        faithfulness_gap=[0.5, 0.5, 0.1, 0.5],
+        inside_anatomy_share=[0.5, 0.05, 0.6, 0.9],
+        anatomy_fraction=[0.3, 0.3, 0.3, 0.3],
+        anatomy_region=["lesion", "anatomy", "lesion", "lesion"],
+        shortcut_region_ratio=[1.0, 5.0, 1.0, 4.2],
+        shortcut_region=["corner_top_left"] * 4,
+    )
+
+
+def test_failed_trust_reasons_quote_the_failed_checks_only():
+    from medlens.reports import failed_trust_reasons
+
+    rnd, both, faith, shortcut = _cards()
+    assert failed_trust_reasons(rnd) == (rnd.reasons[0],)
+    assert "barely changes" in rnd.reasons[0]
+    # low share on the anatomy and a shortcut region: both reasons of the anatomy check
+    assert failed_trust_reasons(both) == (both.reasons[3], both.reasons[4])
+    assert both.reasons[3].startswith("only 5%") and "corner_top_left" in both.reasons[4]
+    assert failed_trust_reasons(faith.to_dict()) == (faith.reasons[1],)
+    # concentrated on the lesion but leaning on the corner: only the shortcut reason
+    assert failed_trust_reasons(shortcut) == (shortcut.reasons[4],)
+    assert "4.2x" in shortcut.reasons[4] or "4.2 times" in shortcut.reasons[4]
+    ok = _cards()[3].to_dict() | {"anatomy": "pass", "trusted": True}
+    assert failed_trust_reasons(ok) == ()
+    with pytest.raises(MedlensError, match="'card' parameter of failed_trust_reasons"):
+        failed_trust_reasons({"anatomy": "fail"})
+    with pytest.raises(MedlensError, match="'card' parameter of failed_trust_reasons"):
+        failed_trust_reasons("gradcam")
+
+
+def test_failed_map_quotes_its_reasons_and_caveat_names_all_checks():
+    from medlens.reports import failed_trust_reasons
+
+    _, both, _, _ = _cards()
+    reasons = failed_trust_reasons(both)
+    case = CaseInput(
+        case_id="case-0042",
+        scan=_scan(),
+        score=0.7,
+        threshold=0.5,
+        predicted_class="positive",
+        maps=[
+            CaseMap("gradcam", np.ones((8, 8)), False, "failed: anatomy", reasons),
+            CaseMap("saliency", np.ones((8, 8)), True, "", ("never shown for a trusted map",)),
+        ],
+    )
+    text = _pages(render_case_reports([case], report_id="MLR-R"))[0]
+    assert "sanity, faithfulness, anatomy and shortcut-region checks" in " ".join(CASE_CAVEATS)
+    assert "sanity, faithfulness, anatomy and shortcut-region checks" in text
+    for reason in reasons:
+        assert text.count(reason) == 2, reason  # under the map and in the Not-evidence line
+    assert f"Not evidence: gradcam ({'; '.join(reasons)}) failed the trust checks" in text
+    assert "never shown for a trusted map" not in text

@@ -112,3 +112,50 @@ def test_bad_input():
         method_panel(scan, {})
     with pytest.raises(MedlensError, match="'fraction' parameter"):
         top_region(amap, fraction=1.5)
+
+
+def _rgb(path):
+    from PIL import Image
+
+    return np.asarray(Image.open(path).convert("RGB")).astype(int)
+
+
+def test_trust_line_is_drawn_in_its_verdict_colour_and_absent_by_default(tmp_path):
+    from medlens.reports._overlay import TRUST_COLOURS
+
+    scan, amap = _scan_and_map()
+    kw = {"method": "gradcam", "score": 0.91, "signed": True, "target_name": "nodule"}
+    plain = save_png(overlay_figure(scan, amap, **kw), tmp_path / "plain.png").read_bytes()
+    none = save_png(overlay_figure(scan, amap, **kw, trust=None), tmp_path / "none.png")
+    assert none.read_bytes() == plain  # existing calls keep their bytes
+    paths = {}
+    for verdict, text in ((False, "trust: FAILED (anatomy)"), (True, "trust: passed")):
+        paths[verdict] = save_png(
+            overlay_figure(scan, amap, **kw, trust=text, trusted=verdict),
+            tmp_path / f"{verdict}.png",
+        )
+        assert paths[verdict].read_bytes() != plain
+    base = _rgb(tmp_path / "plain.png")
+    for verdict, path in paths.items():
+        img = _rgb(path)
+        changed = np.argwhere(np.any(img != base, axis=2))
+        h = img.shape[0]
+        # the line sits between the title and the image (8-12 % from the top)
+        assert changed[:, 0].min() >= 0.06 * h and changed[:, 0].max() <= 0.12 * h
+        colour = np.array([int(TRUST_COLOURS[verdict][i : i + 2], 16) for i in (1, 3, 5)])
+        assert np.any(np.all(np.abs(img - colour) <= 8, axis=2)), verdict
+    assert (
+        paths[False].read_bytes()
+        == save_png(
+            overlay_figure(scan, amap, **kw, trust="trust: FAILED (anatomy)", trusted=False),
+            tmp_path / "again.png",
+        ).read_bytes()
+    )
+
+
+def test_trust_bad_input():
+    scan, amap = _scan_and_map()
+    with pytest.raises(MedlensError, match="'trust' parameter of overlay_figure"):
+        overlay_figure(scan, amap, method="x", signed=True, trust="  ")
+    with pytest.raises(MedlensError, match="'trusted' parameter of overlay_figure"):
+        overlay_figure(scan, amap, method="x", signed=True, trust="t", trusted="no")

@@ -452,3 +452,130 @@ def test_worst_case_of_primary_endpoints_is_shown_in_section_2(bundle_dir: Path,
         )
         assert row in page, row
     assert f"Worst-case verdict: {ev['acceptance']['worst_case_verdict']}." in page
+
+
+def test_gallery_caption_names_the_failed_checks() -> None:
+    from medlens.reports._regulatory import _gallery_caption
+
+    overlay = {
+        "method": "gradcam",
+        "trusted": False,
+        "trust_label": "FAILED trust checks: not evidence (failed: anatomy, faithfulness)",
+    }
+    assert _gallery_caption(overlay) == (
+        "gradcam: FAILED trust checks (failed: anatomy, faithfulness), not evidence"
+    )
+
+
+def _trust_audit():
+    """An audit record with real trust cards and criteria whose thresholds differ from the
+    package defaults, so that the report can only get them from the record."""
+    import copy
+
+    from medlens.xai._trust import TRUST_CRITERIA, trust_cards
+
+    criteria = copy.deepcopy(TRUST_CRITERIA)
+    criteria["randomisation"]["pass_if"] = "rho < 0.4"
+    criteria["faithfulness"]["threshold"] = 0.35
+    criteria["anatomy"]["margin"] = "region widened by 0.125 of the smallest in-plane side"
+    criteria["anatomy"]["threshold"] = 1.5
+    criteria["anatomy"]["shortcut_region_factor"] = 2.5
+    cards = trust_cards(
+        [f"c{i}" for i in range(6)],
+        "gradcam",
+        randomisation_spearman=[0.0, 0.9, 0.0, 0.0, 0.9, 0.0],
+        faithfulness_gap=[0.5, 0.5, 0.1, 0.5, 0.1, np.nan],
+        inside_anatomy_share=[0.6, 0.6, 0.6, 0.05, 0.05, 0.6],
+        anatomy_fraction=[0.3] * 6,
+        anatomy_region=["lesion"] * 6,
+        shortcut_region_ratio=[1.0, 1.0, 1.0, 4.0, 1.0, 3.5],
+        shortcut_region=["corner_top_left"] * 6,
+    )
+    dicts = [c.to_dict() for c in cards]
+    return {
+        "n_cases": 6,
+        "trust_criteria": criteria,
+        "methods": {
+            "gradcam": {
+                "sanity": {"passed": True},
+                "trust": {
+                    "n_trusted": sum(c.trusted for c in cards),
+                    "n_cases": len(cards),
+                    "criteria": criteria,
+                    "cards": dicts,
+                },
+            }
+        },
+    }, dicts
+
+
+def test_trust_criteria_and_failures_are_quoted_from_the_audit_record(
+    bundle_dir: Path, tmp_path: Path
+) -> None:
+    from medlens.reports._regulatory import trust_criteria_text, trust_failure_counts
+
+    audit, cards = _trust_audit()
+    crit = audit["trust_criteria"]
+    sentence = trust_criteria_text(crit)
+    for needle in (
+        "A map is trusted when: it changes under model randomisation (Spearman rho < 0.4",
+        "(LeRF - MoRF gap >= 0.35 of the score range)",
+        "its mass per pixel on the lesion (else the anatomy), widened by 1/8 of the image side, "
+        "is at least 1.5 times a uniform map's",
+        "it puts no more than 2.5x a uniform map's share in an image corner or a user region",
+        "two seeds give similar maps (Spearman rho >= 0.8)",
+    ):
+        assert needle in sentence, needle
+    # independent count per check from the card fields and the record's thresholds
+    want = {
+        "randomisation": sum(c["randomisation_spearman"] >= 0.5 for c in cards),
+        "faithfulness": sum(not c["faithfulness_gap"] >= 0.3 for c in cards),
+        "stability": 0,
+        "anatomy": sum(
+            c["anatomy"] == "fail" and c["inside_anatomy_share"] < 1.5 * c["anatomy_fraction"]
+            for c in cards
+        ),
+        "shortcut_region": sum(c["shortcut_region_ratio"] > 2.5 for c in cards),
+    }
+    assert want == {
+        "randomisation": 2,
+        "faithfulness": 3,
+        "stability": 0,
+        "anatomy": 2,
+        "shortcut_region": 2,
+    }
+    assert trust_failure_counts(cards, crit) == want
+    b = read_bundle(bundle_dir)
+    folder = tmp_path / "b"
+    write_bundle(
+        folder, provenance=b.provenance, validation=b.validation, audit=audit, cases=b.cases
+    )
+    text = " ".join(" ".join(_text(write_regulatory_report(folder, tmp_path / "r.pdf"))).split())
+    assert " ".join(sentence.split()) in text
+    n_trusted = audit["methods"]["gradcam"]["trust"]["n_trusted"]
+    assert n_trusted == 1
+    assert (
+        f"gradcam {n_trusted} / 6 2 3 0 2 2 faithfulness 3, randomisation 2, anatomy 2, "
+        "shortcut region 2" in text
+    )
+
+
+def test_old_audit_without_criteria_or_cards_still_renders(
+    bundle_dir: Path, tmp_path: Path
+) -> None:
+    from medlens.reports._regulatory import CRITERIA_NOT_RECORDED, trust_criteria_text
+
+    audit, _ = _trust_audit()
+    del audit["trust_criteria"]
+    trust = audit["methods"]["gradcam"]["trust"]
+    del trust["criteria"], trust["cards"]
+    assert trust_criteria_text(None) == CRITERIA_NOT_RECORDED
+    b = read_bundle(bundle_dir)
+    folder = tmp_path / "b"
+    write_bundle(
+        folder, provenance=b.provenance, validation=b.validation, audit=audit, cases=b.cases
+    )
+    text = " ".join(" ".join(_text(write_regulatory_report(folder, tmp_path / "r.pdf"))).split())
+    assert " ".join(CRITERIA_NOT_RECORDED.split()) in text
+    assert "criteria not recorded" in CRITERIA_NOT_RECORDED
+    assert "gradcam 1 / 6 – – – – – cards not recorded" in text

@@ -173,7 +173,10 @@ def test_performance_is_per_class_with_no_pooled_2x2(mc) -> None:  # noqa: ANN00
         )
         assert row in page, row
     auc = ev["overall"]["metrics"]["auc"]
-    assert f"auc {fmt(auc['estimate'])} {fmt_ci(auc['ci_low'], auc['ci_high'])}" in page
+    # the macro table follows the K x K matrix and may split onto the next page
+    text = " ".join(pages)
+    macro = text[text.index("Macro-averaged metrics with 95 % confidence intervals") :]
+    assert f"auc {fmt(auc['estimate'])} {fmt_ci(auc['ci_low'], auc['ci_high'])}" in macro
     assert "a case is positive when score ≥ threshold" not in " ".join(pages)
 
 
@@ -298,3 +301,41 @@ def test_worst_case_table_shows_class_endpoints_and_says_what_was_not_done(mc) -
     for value, counts in ev["failed_cases"]["by_cohort"]["site"].items():
         text = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
         assert f"site {value} {text}" in page
+
+
+def test_multiclass_confusion_matrix_is_drawn_from_the_evidence(mc) -> None:  # noqa: ANN001
+    ev, pdf = mc
+    cm = ev["overall"]["confusion_matrix"]
+    assert cm["classes"] == CLASSES and cm["rows"] == "true" and cm["columns"] == "predicted"
+    page = _page_with(_pages(pdf), "Confusion matrix (rows: reference class")
+    for c, row in zip(CLASSES, cm["counts"], strict=True):
+        cells = f"{c} {' '.join(map(str, row))} {sum(row)}"
+        assert cells in page, (cells, page)
+    totals = [sum(r[j] for r in cm["counts"]) for j in range(len(CLASSES))]
+    assert f"Total predicted {' '.join(map(str, totals))} {ev['overall']['n']}" in page
+    correct = sum(cm["counts"][i][i] for i in range(len(CLASSES)))
+    assert correct == ev["overall"]["confusion"]["tp"]
+    assert f"correctly classified cases, {correct} of {ev['overall']['n']}" in page
+
+
+def test_old_multiclass_evidence_without_matrix_still_renders(tmp_path: Path) -> None:
+    ev = _multiclass_evidence()
+    del ev["overall"]["confusion_matrix"]
+    pdf = _write(tmp_path, ev)
+    page = _page_with(_pages(pdf), "Confusion matrix (rows: reference class")
+    assert "Not recorded: this evidence.json has no overall.confusion_matrix" in page
+
+
+def test_multilabel_report_has_no_kxk_matrix(ml) -> None:  # noqa: ANN001
+    ev, pdf = ml
+    assert "confusion_matrix" not in ev["overall"]
+    assert "Confusion matrix (rows" not in " ".join(_pages(pdf))
+
+
+def test_malformed_confusion_matrix_is_a_clear_error(tmp_path: Path) -> None:
+    from medlens._errors import EvidenceError
+
+    ev = _multiclass_evidence()
+    ev["overall"]["confusion_matrix"]["counts"] = [[1, 2], [3, 4]]
+    with pytest.raises(EvidenceError, match=r"counts must be 3 rows of 3 counts .* \[2, 2\]"):
+        _write(tmp_path, ev)
