@@ -1,9 +1,5 @@
 """Write explanation overlays as DICOM Secondary Capture images that a PACS files beside the scan.
 
-The object joins the source *study* (same StudyInstanceUID), opens a new *series* and
-references the source image (SourceImageSequence and ReferencedImageSequence), so a viewer
-shows the overlay next to the original.
-
 Identity: what a PACS needs and the "no identifiers in outputs" rule
 --------------------------------------------------------------------
 A PACS files an object by its patient identity (PatientID, PatientName) and study
@@ -11,16 +7,29 @@ A PACS files an object by its patient identity (PatientID, PatientName) and stud
 rejected. medlens never copies identifiers unless asked, so there are two modes:
 
 * ``include_identifiers=True`` (for sending back to the clinical PACS; the user asked for
-  it explicitly, e.g. ``--include-identifiers``): the Patient module and the identifying
-  General Study attributes (accession number, referring physician, study date/time and id)
-  are copied verbatim from the source, so the PACS files the object in the right study.
-* ``include_identifiers=False`` (default): a de-identified object. PatientName and
-  PatientID are replaced by the pseudonymous case key; birth date, sex, accession number,
-  referring physician, study id, study date and time are written empty (type 2) or left
-  out; PatientIdentityRemoved = YES and DeidentificationMethod says what was done. The
-  UIDs of the source study, series and image are *retained* so the reference to the source
-  stays resolvable for research viewers; a clinical PACS will usually not file such an
-  object into the original study because the patient does not match — by design.
+  it explicitly, e.g. ``--include-identifiers``): the object joins the source *study* (same
+  StudyInstanceUID), opens a new *series* and references the source image
+  (SourceImageSequence and ReferencedImageSequence), so a viewer shows the overlay next to
+  the original. The Patient module and the identifying General Study attributes (accession
+  number, referring physician, study date/time and id) are copied verbatim from the
+  source; type 2 ones the source lacks are written empty.
+* ``include_identifiers=False`` (default): a de-identified object in the sense of PS3.15
+  Annex E, Basic Application Level Confidentiality Profile (113100) with no retention
+  options. PatientName and PatientID are the pseudonymous case key; birth date, sex,
+  accession number, referring physician, study id, study date and time are written empty
+  (type 2) or left out. **No UID of the source is kept**: the study, series and SOP
+  instance UIDs are new, derived deterministically (``2.25.`` + a name-based UUID) from
+  a salted SHA-256 of the case key, so reruns are byte-identical and every overlay of one
+  case lands in one pseudonymous study; the source image is referenced only by such a
+  remapped UID (the original cannot be recovered from it, but whoever holds the source and
+  the salt can re-derive it). The salt defaults to the
+  source's StudyInstanceUID (not contained in the object); pass ``uid_salt`` (a project
+  secret) so that even holders of the source cannot link the object. The dates left in
+  the object (content, instance creation, secondary capture) are those of the overlay's
+  creation (``created``), not of the source. PatientIdentityRemoved = YES,
+  DeidentificationMethodCodeSequence = (113100, DCM) with the Clean Descriptors Option
+  (113105: the descriptors kept are medlens' own text) and DeidentificationMethod spell out
+  what was done.
 """
 
 from __future__ import annotations
@@ -44,6 +53,7 @@ from ._bundle import utc_timestamp
 
 __all__ = [
     "DEIDENTIFICATION_METHOD",
+    "DEIDENTIFICATION_METHOD_CODES",
     "IDENTIFYING_PATIENT_KEYWORDS",
     "IDENTIFYING_STUDY_KEYWORDS",
     "SourceReference",
@@ -79,11 +89,69 @@ IDENTIFYING_STUDY_KEYWORDS = (
 )
 #: De-identification Method (LO, so several values of at most 64 characters)
 DEIDENTIFICATION_METHOD = (
-    "medlens pseudonymisation",
-    "patient name and ID replaced by the case key",
+    "PS3.15 Basic Application Level Confidentiality Profile",
+    "patient name and ID replaced by the pseudonymous case key",
     "birth date, sex, accession number removed",
     "referring physician, study id, date, time removed",
-    "study, series and source image UIDs retained",
+    "study, series, SOP and referenced UIDs replaced (salted hash)",
+    "remaining dates are the overlay's creation, not the source's",
+)
+#: CID 7050 "De-identification Method" codes: (value, scheme, meaning). The descriptors the
+#: object keeps (series and derivation description, contribution description) are written by
+#: medlens from the method and model names, never copied from the source: clean by
+#: construction, hence the Clean Descriptors Option.
+DEIDENTIFICATION_METHOD_CODES = (
+    ("113100", "DCM", "Basic Application Level Confidentiality Profile"),
+    ("113105", "DCM", "Clean Descriptors Option"),
+)
+#: Type 2 General Study attributes written empty when there is no value to write
+_TYPE2_STUDY_KEYWORDS = (
+    "AccessionNumber",
+    "ReferringPhysicianName",
+    "StudyID",
+    "StudyDate",
+    "StudyTime",
+)
+#: Paired body parts (CID 4031 values with a left and a right) that need a Laterality value
+_PAIRED_BODY_PARTS = frozenset(
+    {
+        "BREAST",
+        "EAR",
+        "EYE",
+        "KIDNEY",
+        "LUNG",
+        "OVARY",
+        "TESTIS",
+        "ADRENAL",
+        "CLAVICLE",
+        "SHOULDER",
+        "ARM",
+        "ELBOW",
+        "FOREARM",
+        "WRIST",
+        "HAND",
+        "FINGER",
+        "THUMB",
+        "HIP",
+        "THIGH",
+        "KNEE",
+        "LEG",
+        "ANKLE",
+        "FOOT",
+        "TOE",
+        "FEMUR",
+        "TIBIA",
+        "FIBULA",
+        "HUMERUS",
+        "RADIUS",
+        "ULNA",
+        "PATELLA",
+        "SCAPULA",
+        "CALCANEUS",
+        "EXTREMITY",
+        "UPREXM",
+        "LOWREXM",
+    }
 )
 #: CID 7202 "Source Image Purposes of Reference"
 _PURPOSE_SOURCE_FOR_PROCESSING = ("121322", "DCM", "Source image for image processing operation")
@@ -121,6 +189,9 @@ class SourceReference:
         The source's Laterality or ImageLaterality ("L", "R"), when known.
     specific_character_set : str or tuple of str, optional
         The source's SpecificCharacterSet, copied with the identity it applies to.
+    body_part_examined : str, optional
+        The source's BodyPartExamined (e.g. "CHEST"); with it, an unknown laterality of an
+        unpaired body part is written as absent rather than empty.
     """
 
     study_instance_uid: str
@@ -132,6 +203,7 @@ class SourceReference:
     patient_orientation: tuple[str, ...] | None = None
     laterality: str | None = None
     specific_character_set: str | tuple[str, ...] | None = None
+    body_part_examined: str | None = None
 
     def __post_init__(self) -> None:
         for name in (
@@ -175,6 +247,7 @@ class SourceReference:
             patient_orientation=orientation_t,
             laterality=_laterality(ds),
             specific_character_set=_charset(ds),
+            body_part_examined=str(ds.get("BodyPartExamined") or "").strip() or None,
         )
 
 
@@ -198,8 +271,18 @@ _UID_NAMESPACE = uuid.UUID("6d1f3a2e-5b7c-5e0a-9c8d-6d65646c656e")  # fixed medl
 
 
 def _uid(*parts: str) -> str:
-    """A deterministic UID: ``2.25.`` + a name-based UUID (RFC 4122 v5) of the parts."""
+    """A deterministic UID: ``2.25.`` + a name-based UUID (RFC 4122 v5) of the parts.
+
+    (pydicom's ``generate_uid(prefix=None, entropy_srcs=...)`` ignores the entropy and
+    returns a random UUID, so it cannot serve for byte-identical reruns.)
+    """
     return f"2.25.{uuid.uuid5(_UID_NAMESPACE, chr(31).join(str(p) for p in parts)).int}"
+
+
+def _pseudo_uid(salt: str, pseudonym: str, kind: str, original: str = "") -> str:
+    """A pseudonymous UID: from a salted SHA-256 of the case key (and the original UID)."""
+    digest = hashlib.sha256(chr(31).join((salt, pseudonym, original)).encode()).hexdigest()
+    return _uid("medlens-sc-deid", kind, digest)
 
 
 def write_secondary_capture(
@@ -215,8 +298,9 @@ def write_secondary_capture(
     series_key: str = "",
     derivation_description: str | None = None,
     created: _dt.datetime | int | float | None = None,
+    uid_salt: str = "",
 ) -> Path:
-    """Write an RGB overlay as a DICOM Secondary Capture in the source's study, new series.
+    """Write an RGB overlay as a DICOM Secondary Capture (new series; study per identity mode).
 
     Parameters
     ----------
@@ -233,8 +317,9 @@ def write_secondary_capture(
         Pseudonymous case key written as PatientName and PatientID in the de-identified
         object. Required when ``include_identifiers`` is False.
     include_identifiers : bool, default False
-        Copy the source's patient module and identifying study attributes (for filing
-        back into the clinical PACS). See the module docstring.
+        Copy the source's patient module and identifying study attributes and keep the
+        source's study and references (for filing back into the clinical PACS). Without
+        it, the object gets a pseudonymous identity and new UIDs. See the module docstring.
     series_number, instance_number : int
     series_key : str
         Distinguishes series with the same description in the same study (e.g. a run id).
@@ -245,6 +330,9 @@ def write_secondary_capture(
     created : datetime or POSIX seconds, optional
         Content/creation date and time; default ``SOURCE_DATE_EPOCH`` or now (UTC). Fix it
         for byte-identical output.
+    uid_salt : str, default ""
+        Secret mixed into the pseudonymous UIDs of a de-identified object (ignored with
+        ``include_identifiers``). Empty: the source's StudyInstanceUID is the salt.
 
     Returns
     -------
@@ -287,6 +375,8 @@ def write_secondary_capture(
     for name, value in (("series_number", series_number), ("instance_number", instance_number)):
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 2**31 - 1:
             raise param_error(name, "write_secondary_capture", "an int >= 1", value)
+    if not isinstance(uid_salt, str):
+        raise param_error("uid_salt", "write_secondary_capture", "a str", uid_salt)
     ref = source if isinstance(source, SourceReference) else SourceReference.from_dataset(source)
     if not include_identifiers:
         if not isinstance(pseudonym, str) or not pseudonym.strip() or len(pseudonym) > 64:
@@ -304,9 +394,16 @@ def write_secondary_capture(
 
     arr = np.ascontiguousarray(arr)
     pixel_hash = hashlib.sha256(arr.tobytes() + repr(arr.shape).encode()).hexdigest()
-    series_uid = _uid("medlens-sc-series", ref.study_instance_uid, series_description, series_key)
+    if include_identifiers:
+        study_uid = ref.study_instance_uid
+        referenced_sop_uid = ref.sop_instance_uid
+    else:
+        salt, key = uid_salt or ref.study_instance_uid, str(pseudonym)  # validated above
+        study_uid = _pseudo_uid(salt, key, "study")
+        referenced_sop_uid = _pseudo_uid(salt, key, "source-sop", ref.sop_instance_uid)
+    series_uid = _uid("medlens-sc-series", study_uid, series_description, series_key)
     sop_uid = _uid(
-        "medlens-sc-instance", series_uid, ref.sop_instance_uid, pixel_hash, str(instance_number)
+        "medlens-sc-instance", series_uid, referenced_sop_uid, pixel_hash, str(instance_number)
     )
     stamp = _dt.datetime.strptime(utc_timestamp(created), "%Y-%m-%dT%H:%M:%SZ")
     date, time = DA(stamp.date()), TM(stamp.time())
@@ -318,7 +415,7 @@ def write_secondary_capture(
         bits_allocated=8,
         coordinate_system="PATIENT",
         patient_orientation=orientation,
-        study_instance_uid=ref.study_instance_uid,
+        study_instance_uid=study_uid,
         series_instance_uid=series_uid,
         series_number=series_number,
         sop_instance_uid=sop_uid,
@@ -340,7 +437,14 @@ def write_secondary_capture(
     sc.DateOfSecondaryCapture = date
     sc.TimeOfSecondaryCapture = time
     sc.BurnedInAnnotation = "NO"
-    sc.Laterality = ref.laterality or ""  # type 2C (General Series); empty when unknown
+    # Laterality is type 2C (General Series): a value for a paired body part, absent for an
+    # unpaired one, empty only when actually unknown (no laterality and no body part known)
+    if ref.body_part_examined:
+        sc.BodyPartExamined = ref.body_part_examined
+    if ref.laterality:
+        sc.Laterality = ref.laterality
+    elif not ref.body_part_examined or ref.body_part_examined.upper() in _PAIRED_BODY_PARTS:
+        sc.Laterality = ""
     for item in sc.get("ContributingEquipmentSequence", []):
         item.ContributionDateTime = stamp.strftime("%Y%m%d%H%M%S")  # highdicom writes now()
 
@@ -349,30 +453,41 @@ def write_secondary_capture(
             sc.SpecificCharacterSet = ref.specific_character_set
         for keyword, value in {**ref.patient, **ref.study}.items():
             setattr(sc, keyword, value)
-        for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex"):
+        for keyword in (
+            "PatientName",
+            "PatientID",
+            "PatientBirthDate",
+            "PatientSex",
+            *_TYPE2_STUDY_KEYWORDS,
+        ):
             if keyword not in sc:
                 setattr(sc, keyword, "")
     else:
         for keyword in (*IDENTIFYING_PATIENT_KEYWORDS, *IDENTIFYING_STUDY_KEYWORDS):
             if keyword in sc:
                 del sc[keyword]
-        sc.PatientName = pseudonym
+        # family name component: the caret keeps it in the current PN form (no dciodvfy
+        # "Retired Person Name form" warning); it reads back as family name = the key
+        sc.PatientName = f"{pseudonym}^"
         sc.PatientID = pseudonym
         sc.PatientBirthDate = ""
         sc.PatientSex = ""
-        sc.AccessionNumber = ""
-        sc.ReferringPhysicianName = ""
-        sc.StudyID = ""
-        sc.StudyDate = ""
-        sc.StudyTime = ""
+        for keyword in _TYPE2_STUDY_KEYWORDS:
+            setattr(sc, keyword, "")
         sc.PatientIdentityRemoved = "YES"
         sc.DeidentificationMethod = list(DEIDENTIFICATION_METHOD)
+        codes = []
+        for value, scheme, meaning in DEIDENTIFICATION_METHOD_CODES:
+            code = Dataset()
+            code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = value, scheme, meaning
+            codes.append(code)
+        sc.DeidentificationMethodCodeSequence = DicomSequence(codes)
         sc.LongitudinalTemporalInformationModified = "REMOVED"
 
     def _image_ref(purpose: bool) -> Dataset:
         item = Dataset()
         item.ReferencedSOPClassUID = ref.sop_class_uid
-        item.ReferencedSOPInstanceUID = ref.sop_instance_uid
+        item.ReferencedSOPInstanceUID = referenced_sop_uid
         if purpose:
             code = Dataset()
             code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = (

@@ -34,7 +34,17 @@ pass and the controls a card must reject fail:
    region (burned-in text, a ruler) outside the widened anatomy (:func:`region_lean`). A map
    can be concentrated on the lesion *and* on a burned-in token (integrated gradients of the
    demo's shortcut model do this); it then shows a decision that uses the shortcut and is not
-   evidence of the finding alone.
+   evidence of the finding alone. The card's reason and its label name the region and the
+   ratio ("shortcut region corner_top_left: 8.4x a uniform map's share - possible
+   shortcut"), so a map on a burned-in token never reads as a mere "failed: anatomy".
+   The image border is *not* a card shortcut region (it is one in the cohort-level
+   :func:`~medlens.xai.shortcut_audit`): the border frame covers 39 % of the demo image, so
+   its ratio cannot exceed 1 / 0.39 = 2.6 < :data:`SHORTCUT_REGION_FACTOR` (observed at most
+   1.63); a single edge strip (10 % of the side) does not separate shortcuts from anatomy:
+   the bottom strip, where the lesion-class Grad-CAM of lesion-free images sits on the bright
+   diaphragm, exceeds the factor in 15 of 95 maps of the *clean* model (38 of 95 for the
+   shortcut model, none of them token images), while the token images score at most 1.6
+   there (demo cohort, 300 patients, seed 0, reference region excluded as for the corners).
 
 A card whose checks do not all pass (an undefined check counts as failed, "not assessed"
 does not) is not trusted; :func:`trust_label` gives the caption to print next to the map.
@@ -141,6 +151,9 @@ TRUST_CRITERIA: dict[str, dict[str, Any]] = {
         "shortcut_regions": "image corners and user regions (e.g. burned-in text), minus the "
         "widened anatomy; ratio = share of positive attribution there / their share of the image",
         "shortcut_region_factor": SHORTCUT_REGION_FACTOR,
+        "border": "not a card shortcut region: the frame is too large for the factor and an "
+        "edge strip also holds anatomy (diaphragm, shoulders); the cohort shortcut audit "
+        "covers the border",
         "not_assessed": "no mask for the case and no shortcut region above the factor",
     },
     "trusted_if": "no check fails ('not assessed' is not a failure; undefined is)",
@@ -148,6 +161,13 @@ TRUST_CRITERIA: dict[str, dict[str, Any]] = {
 
 TRUSTED_LABEL = "passed trust checks"
 FAILED_LABEL = "FAILED trust checks: not evidence ({reasons})"
+#: Named in the label whenever a map leans on a shortcut region (no ")" inside: reports
+#: quote the label's parenthesis).
+SHORTCUT_LABEL = "shortcut region {region}: {ratio:.1f}x a uniform map's share - possible shortcut"
+SHORTCUT_REASON = (
+    "possible shortcut: attribution leans on the shortcut region {region}, {ratio:.1f}x a "
+    "uniform map's share there (more than {factor:g}x fails)"
+)
 LENGTH_MISMATCH = "{name} has {got} values; expected {expected} (one per case)."
 MASKS_SHAPE = "{name} have shape {got}; expected {expected} (one mask per map)."
 
@@ -481,8 +501,9 @@ def trust_cards(
         if math.isfinite(lean[i]) and lean[i] > SHORTCUT_REGION_FACTOR:
             a_state = FAIL
             reasons.append(
-                f"attribution leans on the shortcut region {lean_names[i]} ({lean[i]:.1f} times "
-                f"a uniform map's share there)"
+                SHORTCUT_REASON.format(
+                    region=lean_names[i], ratio=lean[i], factor=SHORTCUT_REGION_FACTOR
+                )
             )
         trusted = all(s != FAIL for s in (r_state, f_state, s_state, a_state))
         cards.append(
@@ -510,13 +531,33 @@ def trust_cards(
     return tuple(cards)
 
 
+def _leans_on_shortcut(card: TrustCard) -> bool:
+    ratio = card.shortcut_region_ratio
+    return bool(card.shortcut_region) and math.isfinite(ratio) and ratio > SHORTCUT_REGION_FACTOR
+
+
 def trust_label(card: TrustCard) -> str:
     """Caption for a map: ``"passed trust checks"`` or ``"FAILED trust checks: not evidence
-    (failed: ...)"`` naming the failed checks."""
+    (failed: ...)"`` naming the failed checks.
+
+    A map that leans on a shortcut region says so explicitly, e.g. ``"FAILED trust checks:
+    not evidence (failed: anatomy, shortcut region corner_top_left: 8.4x a uniform map's
+    share - possible shortcut)"``; ``anatomy`` is listed only when the share on the anatomy
+    (or lesion) is itself too low, so a map concentrated on the lesion *and* on a burned-in
+    token reads ``"failed: shortcut region ..."``.
+    """
     if not isinstance(card, TrustCard):
         raise param_error("card", "trust_label", "a TrustCard", type(card).__name__)
     if card.trusted:
         return TRUSTED_LABEL
+    shortcut = card.anatomy == FAIL and _leans_on_shortcut(card)
+    enriched = (
+        math.isfinite(card.inside_anatomy_share)
+        and math.isfinite(card.anatomy_fraction)
+        and card.inside_anatomy_share >= ANATOMY_ENRICHMENT_MIN * card.anatomy_fraction
+    )
+    # anatomy failed only through the shortcut: name the shortcut, not the anatomy
+    only_shortcut = shortcut and (enriched or not math.isfinite(card.anatomy_fraction))
     failed = [
         name
         for name, state in (
@@ -525,6 +566,10 @@ def trust_label(card: TrustCard) -> str:
             ("stability", card.stability),
             ("anatomy", card.anatomy),
         )
-        if state == FAIL
+        if state == FAIL and not (name == "anatomy" and only_shortcut)
     ]
+    if shortcut:
+        failed.append(
+            SHORTCUT_LABEL.format(region=card.shortcut_region, ratio=card.shortcut_region_ratio)
+        )
     return FAILED_LABEL.format(reasons="failed: " + ", ".join(failed))

@@ -20,6 +20,25 @@ REGION_NAME = (
     "the built-in regions {reserved}"
 )
 REGION_EMPTY = "--region {name}={box}: the box is empty; need 0 <= x0 < x1 and 0 <= y0 < y1"
+REGION_NEGATIVE = (
+    "--region {name}={box}: {coord}={value} is negative; coordinates are 0-based pixel "
+    "indices of the original image and must be >= 0"
+)
+#: How the user regions' boxes are given (quoted in the audit JSON)
+REGION_GRID = (
+    "original image pixels: x = column, y = row, 0-based; x0, y0 inclusive, x1, y1 exclusive"
+)
+#: Which cases each check of the audit JSON ran on (its record carries ``n_cases``)
+CHECK_CASES = {
+    "sanity": "the first cases of the audited sample (sanity_cases)",
+    "faithfulness": "every audited case",
+    "road": "every audited case",
+    "localisation": "audited positive cases with a non-empty lesion mask",
+    "max_sensitivity": "the first cases of the audited sample (sensitivity_cases)",
+    "shortcut": "every audited case with attribution mass (n_undefined left out)",
+    "trust": "every audited case",
+    "agreement": "every audited case",
+}
 REGION_DUPLICATE = "--region {name!r} is given twice; give each region once"
 REGION_OUTSIDE = (
     "--region {name}={box} reaches beyond case {case}, whose image is {width} x {height} "
@@ -90,6 +109,11 @@ def parse_regions(values) -> dict[str, tuple[int, int, int, int]]:
             raise ConfigError(REGION_NAME.format(name=name, reserved=", ".join(RESERVED_REGIONS)))
         if name in out:
             raise ConfigError(REGION_DUPLICATE.format(name=name))
+        for coord, v in (("x0", x0), ("y0", y0), ("x1", x1), ("y1", y1)):
+            if v < 0:
+                raise ConfigError(
+                    REGION_NEGATIVE.format(name=name, box=box.strip(), coord=coord, value=v)
+                )
         if not (0 <= x0 < x1 and 0 <= y0 < y1):
             raise ConfigError(REGION_EMPTY.format(name=name, box=box.strip()))
         out[name] = (x0, y0, x1, y1)
@@ -135,38 +159,72 @@ def _road_json(road) -> dict | None:
         "lerf_mean": road.lerf.mean(axis=0).tolist(),
         "lerf_minus_morf_mean": float(road.lerf_minus_morf.mean()),
         "n_cases": int(road.morf.shape[0]),
+        "cases": CHECK_CASES["road"],
         "params": dict(road.params),
     }
 
 
-def _json(audit) -> dict:
+def _checks(a, n_audited: int, has_agreement: bool) -> dict:
+    """Uniform index: ``{check: {"n_cases", "cases", "computed"}}`` of one method."""
+    import numpy as np
+
+    n_defined = int(np.isfinite(a.shares.share(a.shares.primary)).sum())
+    counts = {
+        "sanity": int(a.sanity.spearman.shape[1]),
+        "faithfulness": int(len(a.faithfulness.deletion_auc)),
+        "road": None if a.road is None else int(a.road.morf.shape[0]),
+        "localisation": int(len(a.localisation_cases)),
+        "max_sensitivity": int(len(a.sensitivity.values)),
+        "shortcut": n_defined,
+        "trust": int(len(a.trust)),
+        "agreement": n_audited if has_agreement else None,
+    }
+    return {
+        k: {"n_cases": n or 0, "cases": CHECK_CASES[k], "computed": bool(n)}
+        for k, n in counts.items()
+    }
+
+
+def _json(audit, boxes: dict[str, tuple[int, int, int, int]] | None = None) -> dict:
+    """The ``explanation_audit.json`` record; every check's record carries ``n_cases``."""
     from medlens.xai._trust import TRUST_CRITERIA, trust_label
 
     out: dict = {
         "params": audit.params,
         "n_cases": len(audit.cases),
         "trust_criteria": TRUST_CRITERIA,
+        "user_regions": {
+            name: {"box": list(box), "grid": REGION_GRID}
+            for name, box in sorted((boxes or {}).items())
+        },
         "methods": {},
     }
     for m, a in audit.audits.items():
+        checks = _checks(a, len(audit.cases), audit.agreement is not None)
         out["methods"][m] = {
             "evaluations": a.evaluations,
+            "checks": checks,
             "sanity": {
                 "passed": a.sanity.passed,
                 "verdict": a.sanity.verdict,
                 "layers": list(a.sanity.layers),
                 "median_spearman": a.sanity.median_spearman.tolist(),
                 "threshold": a.sanity.threshold,
-                "n_cases": int(a.sanity.spearman.shape[1]),
+                "n_cases": checks["sanity"]["n_cases"],
+                "cases": CHECK_CASES["sanity"],
             },
             "faithfulness": {
-                k: float(getattr(a.faithfulness, k).mean())
-                for k in (
-                    "deletion_auc",
-                    "insertion_auc",
-                    "deletion_auc_random",
-                    "insertion_auc_random",
-                )
+                **{
+                    k: float(getattr(a.faithfulness, k).mean())
+                    for k in (
+                        "deletion_auc",
+                        "insertion_auc",
+                        "deletion_auc_random",
+                        "insertion_auc_random",
+                    )
+                },
+                "n_cases": checks["faithfulness"]["n_cases"],
+                "cases": CHECK_CASES["faithfulness"],
             },
             "road": _road_json(a.road),
             "localisation": None
@@ -176,14 +234,19 @@ def _json(audit) -> dict:
                     k: float(v)
                     for k, v in a.localisation.to_frame().drop(columns="case").mean().items()
                 },
-                "n_cases": int(len(a.localisation_cases)),
+                "n_cases": checks["localisation"]["n_cases"],
+                "cases": CHECK_CASES["localisation"],
             },
             "max_sensitivity": {
                 "mean": float(a.sensitivity.values.mean()),
-                "n_cases": int(len(a.sensitivity.values)),
+                "n_cases": checks["max_sensitivity"]["n_cases"],
+                "cases": CHECK_CASES["max_sensitivity"],
                 "radius": a.sensitivity.radius,
             },
             "shortcut": {
+                "n_cases": checks["shortcut"]["n_cases"],
+                "n_undefined": int(len(a.trust)) - checks["shortcut"]["n_cases"],
+                "cases": CHECK_CASES["shortcut"],
                 "note": a.shares.note,
                 "flagged_cohorts": [
                     {"cohort": c, "value": v, "region": r, "rule": rule}
@@ -193,7 +256,8 @@ def _json(audit) -> dict:
             },
             "trust": {
                 "n_trusted": sum(c.trusted for c in a.trust),
-                "n_cases": len(a.trust),
+                "n_cases": checks["trust"]["n_cases"],
+                "cases": CHECK_CASES["trust"],
                 "criteria": TRUST_CRITERIA,
                 "cards": [{**c.to_dict(), "label": trust_label(c)} for c in a.trust],
             },
@@ -201,6 +265,41 @@ def _json(audit) -> dict:
     if audit.agreement is not None:
         out["agreement"] = audit.agreement.to_frame().to_dict(orient="records")
     return out
+
+
+def flag_summary(flagged_cohorts) -> str:
+    """``"site=site_b (corner_top_left, port), manufacturer=X (corner_top_left)"`` or "none".
+
+    ``flagged_cohorts`` holds ``(column, value, region, rule)`` tuples (or JSON records with
+    those keys); each flagged cohort is listed once with the regions that flagged it.
+    """
+    regions: dict[tuple[str, str], list[str]] = {}
+    for f in flagged_cohorts:
+        c, v, r = (f["cohort"], f["value"], f["region"]) if isinstance(f, dict) else f[:3]
+        names = regions.setdefault((str(c), str(v)), [])
+        if str(r) not in names:
+            names.append(str(r))
+    return ", ".join(f"{c}={v} ({', '.join(rs)})" for (c, v), rs in regions.items()) or "none"
+
+
+def road_summary(road) -> str:
+    """One line: mean LeRF - MoRF over the cases and what it means."""
+    return (
+        f"ROAD LeRF - MoRF {float(road.lerf_minus_morf.mean()):.3f} (mean over "
+        f"{int(road.morf.shape[0])} cases and {len(road.percentages)} removal fractions "
+        f"{float(road.percentages[0]):g}-{float(road.percentages[-1]):g}; higher = more "
+        "faithful, 0 = no better than removing the least relevant pixels first)"
+    )
+
+
+def _road_frame(road, case_ids):
+    """ROAD per (case, removal fraction): case id, target, fraction, original, MoRF, LeRF."""
+    f = road.to_frame()
+    idx = f["case"].to_numpy()
+    f["case"] = [str(case_ids[i]) for i in idx]
+    f.insert(3, "original", road.original[idx])
+    f["lerf_minus_morf"] = f["lerf"] - f["morf"]
+    return f
 
 
 def run(args: argparse.Namespace) -> int:
@@ -286,7 +385,7 @@ def audit_to_folder(
         regions=_region_masks(regions or {}, geoms, list(scored.index)) or None,
         stream=stream,
     )
-    record = _json(audit)
+    record = _json(audit, regions)
     write_json(out / "explanation_audit.json", record)
     for m, a in audit.audits.items():
         shares = a.shares.to_frame()
@@ -303,6 +402,8 @@ def audit_to_folder(
         f = a.faithfulness.to_frame()
         f["case"] = list(audit.cases.index)
         f.to_csv(out / f"faithfulness_{m}.csv", index=False)
+        if a.road is not None:
+            _road_frame(a.road, list(audit.cases.index)).to_csv(out / f"road_{m}.csv", index=False)
         pd.DataFrame([c.to_dict() for c in a.trust]).to_csv(out / f"trust_{m}.csv", index=False)
         # show the region behind the first flag, else the primary region
         region = a.flagged_cohorts[0][2] if a.flagged_cohorts else a.shares.primary
@@ -311,12 +412,15 @@ def audit_to_folder(
     atomic_write_bytes(out / "sanity.png", sanity_figure(audit))
     print(f"audited {len(audit.cases)} cases with {', '.join(audit.methods)}", file=stream)
     for m, a in audit.audits.items():
-        flags = ", ".join(f"{c}={v}" for c, v in a.flagged_values) or "none"
+        n_sanity = int(a.sanity.spearman.shape[1])
         print(
-            f"{m}: sanity {'passes' if a.sanity.passed else 'FAILS'}; trusted maps "
-            f"{sum(c.trusted for c in a.trust)}/{len(a.trust)}; flagged cohorts: {flags}; "
+            f"{m}: sanity {'passes' if a.sanity.passed else 'FAILS'} ({n_sanity} cases); "
+            f"trusted maps {sum(c.trusted for c in a.trust)}/{len(a.trust)}; "
+            f"flagged cohorts: {flag_summary(a.flagged_cohorts)}; "
             f"model evaluations: {a.evaluations['total']}",
             file=stream,
         )
+        if a.road is not None:
+            print(f"{m}: {road_summary(a.road)}", file=stream)
     print(f"wrote {out / 'explanation_audit.json'}", file=stream)
     return record

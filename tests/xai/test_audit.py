@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,7 +16,8 @@ from medlens.xai._audit import (
     run_audit,
     stratified_sample,
 )
-from medlens.xai._trust import SHORTCUT_REGION_FACTOR
+from medlens.xai._shortcut import region_masks
+from medlens.xai._trust import SHORTCUT_REGION_FACTOR, region_lean, trust_label
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +89,33 @@ def test_shortcut_model_flags_site_b_and_clean_model_flags_nothing(shortcut_coho
         assert card.anatomy == "fail" and card.anatomy_region == "lesion"
         assert card.shortcut_region == "corner_top_left"
         assert card.shortcut_region_ratio > SHORTCUT_REGION_FACTOR
+    # every token case, false positives included, is labelled as a possible shortcut (not
+    # only "failed: anatomy"): the demo's 7 token images, 4 of them lesion-free false positives
+    outcome = shortcut_result.cases["outcome"].to_numpy()
+    assert ((outcome == "FP") & token_s).sum() >= 2
+    for case in np.asarray(shortcut_result.cases.index)[token_s]:
+        card = cards_s[str(case)]
+        assert card.shortcut_region == "corner_top_left", case
+        assert card.shortcut_region_ratio > 2 * SHORTCUT_REGION_FACTOR, case  # demo: 7.2-8.4
+        label = trust_label(card)
+        assert "shortcut region corner_top_left: " in label and "possible shortcut" in label
+        assert any(r.startswith("possible shortcut: ") for r in card.reasons)
     # the clean model's maps never lean on a corner
     assert all(c.shortcut_region_ratio <= SHORTCUT_REGION_FACTOR for c in cards.values())
+    assert not any("possible shortcut" in trust_label(c) for c in cards.values())
+    # why the image border is not a card shortcut region (like the corners): the border
+    # frame covers ~39 % of the image, so its ratio cannot exceed 1 / 0.39 < the factor;
+    # a bottom-edge strip would be exceeded by the clean model's lesion-free maps, which
+    # lie on the bright diaphragm below the lungs (anatomy, not a shortcut)
+    for result in (clean_result, shortcut_result):
+        maps = result.audits["gradcam"].maps
+        frame = region_masks(maps.shape[1:])["border"]
+        assert 1 / frame.mean() < SHORTCUT_REGION_FACTOR
+        bottom = np.zeros(maps.shape[1:], bool)
+        bottom[-math.ceil(0.1 * maps.shape[1]) :] = True
+        lean, _ = region_lean(maps, {"bottom": bottom})
+        negatives = result.cases["label"].to_numpy() == 0
+        assert (lean[negatives] > SHORTCUT_REGION_FACTOR).sum() >= 5
     assert all(c.faithfulness == "pass" for c in cards_s.values())  # no baseline-drift failures
     assert clean.evaluations["total"] == sum(
         v for k, v in clean.evaluations.items() if k != "total"

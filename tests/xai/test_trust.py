@@ -238,3 +238,42 @@ def test_bad_inputs():
         trust_label("trusted")
     with pytest.raises(MedlensError, match="maps"):
         reference_shares(np.full((1, 4, 4), np.nan))
+
+
+def test_label_and_reason_name_the_shortcut_region():
+    cards = trust_cards(
+        ["on_lesion_and_token", "off_anatomy_on_token", "no_mask_on_token", "off_anatomy", "at"],
+        "gradcam",
+        randomisation_spearman=[0.0, 0.0, 0.0, 0.0, 0.0],
+        faithfulness_gap=[0.5, 0.1, 0.5, 0.5, 0.5],
+        inside_anatomy_share=[0.9, 0.05, np.nan, 0.05, 0.9],
+        anatomy_fraction=[0.2, 0.2, np.nan, 0.2, 0.2],
+        anatomy_region=["lesion", "anatomy", "anatomy", "anatomy", "lesion"],
+        shortcut_region_ratio=[4.04, 7.84, 9.0, 1.2, SHORTCUT_REGION_FACTOR],
+        shortcut_region=["port", "corner_top_left", "corner_top_right", "border", "port"],
+    )
+    labels = [trust_label(c) for c in cards]
+    # enriched on the lesion: only the shortcut failed, and the label says which region
+    assert labels[0] == (
+        "FAILED trust checks: not evidence (failed: shortcut region port: 4.0x a uniform "
+        "map's share - possible shortcut)"
+    )
+    # both: the share on the anatomy is too low and the map leans on the token corner
+    assert labels[1] == (
+        "FAILED trust checks: not evidence (failed: faithfulness, anatomy, shortcut region "
+        "corner_top_left: 7.8x a uniform map's share - possible shortcut)"
+    )
+    assert labels[2] == (
+        "FAILED trust checks: not evidence (failed: shortcut region corner_top_right: 9.0x "
+        "a uniform map's share - possible shortcut)"
+    )
+    assert labels[3] == "FAILED trust checks: not evidence (failed: anatomy)"  # no lean
+    assert labels[4] == "passed trust checks"  # exactly at the factor: not a shortcut
+    assert cards[1].reasons[-1] == (
+        "possible shortcut: attribution leans on the shortcut region corner_top_left, 7.8x "
+        f"a uniform map's share there (more than {SHORTCUT_REGION_FACTOR:g}x fails)"
+    )
+    assert not any("possible shortcut" in r for r in cards[3].reasons + cards[4].reasons)
+    # reports quote the label's parenthesis: it must not contain a closing one
+    for label in labels:
+        assert label.count(")") <= 1 and label.endswith((")", "checks"))
