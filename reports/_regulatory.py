@@ -20,11 +20,13 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from xml.sax.saxutils import escape
 
 from medlens._errors import EvidenceError, param_error
 from medlens.validation import EVIDENCE_METRICS
 
 from ._bundle import EvidenceBundle, read_bundle, sha256_file
+from ._findings import qualifying_findings
 from ._pdf import (
     PdfContext,
     badge,
@@ -224,7 +226,7 @@ def _cover(b: EvidenceBundle, ev: Mapping[str, Any], include_identifiers: bool) 
     return story
 
 
-def _acceptance(ev: Mapping[str, Any]) -> list[Any]:
+def _acceptance(ev: Mapping[str, Any], audit: Mapping[str, Any] | None) -> list[Any]:
     acc = ev.get("acceptance", {})
     crit = list(acc.get("criteria", []))
     story: list[Any] = []
@@ -304,6 +306,28 @@ def _acceptance(ev: Mapping[str, Any]) -> list[Any]:
         )
     else:
         story += paragraph("The analysis plan defines no acceptance criteria.")
+    story += _findings_list(
+        ev,
+        audit,
+        "Findings that qualify the verdict",
+        "The verdict judges the prespecified endpoints only. Read it together with these "
+        "findings from the evidence (details in sections 3-5):",
+    )
+    return story
+
+
+def _findings_list(
+    ev: Mapping[str, Any], audit: Mapping[str, Any] | None, title: str, intro: str
+) -> list[Any]:
+    """The :func:`~medlens.reports._findings.qualifying_findings` as a titled bullet list."""
+    found = qualifying_findings(ev, audit if isinstance(audit, Mapping) else None)
+    if not found:
+        return []
+    story = paragraph(title, style="h3") + paragraph(intro)
+    for f in found:
+        story += paragraph(
+            f"• <b>{escape(f.topic.capitalize())}</b>: {escape(f.text)}", markup=True
+        )
     return story
 
 
@@ -1152,7 +1176,8 @@ def _audit_summary(audit: Mapping[str, Any]) -> list[Any]:
         rows.append(
             [
                 method,
-                "pass" if sanity.get("passed") else "FAIL",
+                ("pass" if sanity.get("passed") else "FAIL")
+                + (f" ({sanity['n_cases']} cases)" if sanity.get("n_cases") else ""),
                 f"{fmt(faith.get('deletion_auc'))} / {fmt(faith.get('deletion_auc_random'))}",
                 f"{fmt(faith.get('insertion_auc'))} / {fmt(faith.get('insertion_auc_random'))}",
                 fmt(loc.get("pointing_game")) if loc else "–",
@@ -1174,7 +1199,9 @@ def _audit_summary(audit: Mapping[str, Any]) -> list[Any]:
                 [method, trusted, *(["–"] * len(TRUST_FAILURES)), "cards not recorded"]
             )
         for f in (rec.get("shortcut") or {}).get("flagged_cohorts", []):
-            flags.append([method, f"{f['cohort']} = {f['value']}", f["region"], f["rule"]])
+            flags.append(
+                [method, f"{f['cohort']} = {f['value']}", f.get("region", "–"), f.get("rule", "–")]
+            )
     story += data_table(
         [
             "Method",
@@ -1329,6 +1356,12 @@ def _limitations(b: EvidenceBundle, ev: Mapping[str, Any]) -> list[Any]:
     ]
     if not b.audit:
         items.append("The explanation audit was not run for this report.")
+    story += _findings_list(
+        ev,
+        b.audit,
+        "Limitations found in this evidence",
+        "From the evidence itself (the same findings as in the executive summary):",
+    )
     story += paragraph("Known limitations:", style="h3")
     for text in items + [str(n) for n in notes]:
         story += paragraph(f"• {text}")
@@ -1450,7 +1483,7 @@ def regulatory_story(
 
     return [
         section(_cover, bundle, ev, include_identifiers),
-        section(_acceptance, ev),
+        section(_acceptance, ev, bundle.audit),
         page_break(),
         section(_flow, ev, bundle.cases),
         page_break(),

@@ -579,3 +579,34 @@ def test_old_audit_without_criteria_or_cards_still_renders(
     assert " ".join(CRITERIA_NOT_RECORDED.split()) in text
     assert "criteria not recorded" in CRITERIA_NOT_RECORDED
     assert "gradcam 1 / 6 – – – – – cards not recorded" in text
+
+
+def test_executive_summary_and_limitations_state_the_qualifying_findings(
+    bundle_dir: Path, tmp_path: Path
+) -> None:
+    from medlens.reports._findings import qualifying_findings
+
+    b = read_bundle(bundle_dir)
+    audit, _ = _trust_audit()
+    audit["methods"]["gradcam"]["shortcut"] = {
+        "flagged_cohorts": [
+            {"cohort": "site", "value": "B", "region": "corner_top_left", "rule": "case_rate"}
+        ]
+    }
+    folder = tmp_path / "b"
+    write_bundle(
+        folder, provenance=b.provenance, validation=b.validation, audit=audit, cases=b.cases
+    )
+    pages = _text(write_regulatory_report(folder, tmp_path / "r.pdf"))
+    found = qualifying_findings(b.validation, audit)
+    assert [f.topic for f in found][:2] == ["shortcut", "explanations"]
+    summary = " ".join(" ".join(p.split()) for p in pages[:2])
+    assert "Findings that qualify the verdict" in summary
+    assert "site=B (corner_top_left)" in summary
+    limitations = next(p for p in pages if "6 Limitations" in p)
+    assert "Limitations found in this evidence" in limitations
+    assert "possible shortcut" in " ".join(limitations.split())
+    # without an audit and with nothing else to qualify, no findings block appears
+    plain = _text(write_regulatory_report(bundle_dir, tmp_path / "plain.pdf"))
+    if not qualifying_findings(b.validation):
+        assert not any("Findings that qualify the verdict" in p for p in plain)
