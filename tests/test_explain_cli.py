@@ -169,3 +169,21 @@ def test_predictions_case_ids_are_the_ones_explain_accepts(setup, tmp_path):
     )
     ids = pd.read_csv(tmp_path / "p.csv")["case_id"]
     assert set(ids) == set(table["case_id"])
+
+
+def test_batch_size_defaults_to_the_config_and_auto_is_recorded(setup, capsys, tmp_path):
+    cfg, table, _ = setup
+    case = table["case_id"].iloc[0]
+    args = ["explain", "--config", str(cfg), "--case", case, "--methods", "occlusion"]
+    configured = yaml.safe_load(cfg.read_text())["model"]["batch_size"]
+    runs = {}
+    for name, extra in (("default", []), ("auto", ["--batch-size", "auto"])):
+        out = tmp_path / name
+        assert main([*args, *extra, "--no-progress", "--out", str(out)]) == 0
+        runs[name] = json.loads((out / f"{case}_occlusion.json").read_text())["params"]
+    assert runs["default"]["batch_size_used"] == configured
+    assert "channels_last" in runs["auto"] and runs["auto"]["batch_size_used"] >= 1
+    with pytest.raises(SystemExit) as exc:
+        main([*args, "--batch-size", "0"])
+    assert exc.value.code == 2
+    assert "expected an integer >= 1 or 'auto', got '0'" in capsys.readouterr().err

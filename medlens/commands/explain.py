@@ -32,6 +32,22 @@ TRUST_NOT_CHECKED = "trust not checked"
 TRUST_NOT_CHECKED_NOTE = "not checked: run with --trust to check this map"
 
 
+AUTO = "auto"
+
+
+def _batch_size(text: str) -> int | str:
+    """argparse type of ``--batch-size``: an integer >= 1 or ``auto``."""
+    if text.strip().lower() == AUTO:
+        return AUTO
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1 or 'auto', got {text!r}")
+    return value
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "explain",
@@ -60,7 +76,13 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--seed", type=int, default=None, help="seed (default: the config's seed)")
     p.add_argument(
-        "--batch-size", type=int, default=None, help="most images or perturbations per forward pass"
+        "--batch-size",
+        type=_batch_size,
+        default=None,
+        help="most images or perturbations per forward pass (default: the config's "
+        "model.batch_size, bit-exact on rerun); 'auto' measures the fastest chunk and memory "
+        "layout on this machine (faster for LIME/SHAP/occlusion/Score-CAM; the last float "
+        "bit may then differ between processes; the choice is recorded in the sidecar)",
     )
     p.add_argument(
         "--trust",
@@ -208,12 +230,13 @@ def run(args: argparse.Namespace) -> int:
     x, geometries = model.preprocess.batch(images)
     out = args.out or Path(cfg.output_dir) / "explanations"
     seed = cfg.seed if args.seed is None else args.seed
+    batch_size = {None: cfg.model.batch_size, AUTO: None}.get(args.batch_size, args.batch_size)
     results = xai.explain_cases(
         explainers,
         x,
         case_ids=wanted,
         seed=seed,
-        batch_size=args.batch_size,
+        batch_size=batch_size,
         inverse=[partial(model.preprocess.invert_map, geometry=g) for g in geometries],
         progress=not args.no_progress,
     )
@@ -234,7 +257,7 @@ def run(args: argparse.Namespace) -> int:
                     method=method,
                     head=cfg.model.head,
                     seed=seed,
-                    batch_size=args.batch_size,
+                    batch_size=batch_size,
                     anatomy_masks=None if anatomy is None else anatomy[i : i + 1],
                     lesion_masks=None if lesion is None else lesion[i : i + 1],
                 )
