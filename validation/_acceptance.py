@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from ._cohorts import cohort_codes
 from ._failed_cases import N_ERRORS, worst_case_metrics
 from ._inputs import CaseInputs, patient_codes
 from ._multiclass import predict_classes
@@ -117,26 +118,53 @@ def _estimate(overall: GroupResult, ep: Endpoint) -> MetricEstimate:
 
 
 def _test_clusters(inputs: CaseInputs, pop: Population) -> np.ndarray:
-    """Patient codes of the test population (failed cases included)."""
+    """Patient codes of the test population (failed cases included), in the sorted order
+    of the patient ids as the main analysis codes them."""
     col = inputs.cols["patient"]
     if col:
         return patient_codes(inputs.frame[col].iloc[pop.test_idx])
     return np.arange(pop.test_idx.size)
 
 
+def _test_strata(inputs: CaseInputs, pop: Population) -> np.ndarray | None:
+    """Site codes of the test population when the main bootstrap is stratified by site."""
+    if pop.strata is None:
+        return None
+    return cohort_codes(inputs.frame[inputs.cols["site"]].iloc[pop.test_idx])[0]
+
+
 def _worst_cases(
-    inputs: CaseInputs, pop: Population, plan: AnalysisPlan, endpoints: list[Endpoint]
+    inputs: CaseInputs,
+    pop: Population,
+    plan: AnalysisPlan,
+    endpoints: list[Endpoint],
+    overall: GroupResult,
 ) -> dict[str | None, dict[str, Any]]:
     """Worst-case metrics of the test population per target (None: binary task; else the
-    class), for the metrics of ``endpoints``."""
+    class), for the metrics of ``endpoints``; the bootstrap is that of the main analysis
+    (patients, site strata, seed) and a metric with no failed case counted is the main
+    result itself."""
     test = pop.test_idx
     bad = inputs.status[test] != "ok"
     cl = _test_clusters(inputs, pop)
-    kw = {"clustered": pop.clustered, "threshold": pop.threshold, "plan": plan}
+    kw = {
+        "clustered": pop.clustered,
+        "threshold": pop.threshold,
+        "plan": plan,
+        "strata": _test_strata(inputs, pop),
+    }
     if plan.task == "binary":
         metrics = {ep.metric for ep in endpoints}
         return {
-            None: worst_case_metrics(inputs.y[test], inputs.s[test], bad, cl, metrics=metrics, **kw)
+            None: worst_case_metrics(
+                inputs.y[test],
+                inputs.s[test],
+                bad,
+                cl,
+                metrics=metrics,
+                main=overall.metrics,
+                **kw,
+            )
         }
     classes = list(inputs.classes or ())
     s_test = inputs.s[test]
@@ -146,7 +174,14 @@ def _worst_cases(
         j = classes.index(c)
         metrics = {ep.metric for ep in endpoints if ep.class_ == c}
         out[c] = worst_case_metrics(
-            inputs.y[test, j], s_test[:, j], bad, cl, metrics=metrics, pred=pred[:, j], **kw
+            inputs.y[test, j],
+            s_test[:, j],
+            bad,
+            cl,
+            metrics=metrics,
+            pred=pred[:, j],
+            main=overall.per_class[c].metrics,
+            **kw,
         )
     return out
 
@@ -171,7 +206,7 @@ def judge_endpoints(
         deviations.append(NO_MACRO_WORST_CASE.format(names=macro, task=plan.task))
     if any(has_worst):
         targeted = [ep for (ep, _), w in zip(pairs, has_worst, strict=True) if w]
-        worst = _worst_cases(inputs, pop, plan, targeted)
+        worst = _worst_cases(inputs, pop, plan, targeted, overall)
         primary = [
             replace(c, worst_case=worst_case_entry(ep, *_worst_of(worst, ep))) if w else c
             for (ep, c), w in zip(pairs, has_worst, strict=True)
@@ -181,4 +216,4 @@ def judge_endpoints(
 
 def _worst_of(worst: dict[str | None, dict[str, Any]], ep: Endpoint) -> tuple[MetricEstimate, int]:
     target = worst[ep.class_]
-    return target[ep.metric], target[N_ERRORS]
+    return target[ep.metric], target[N_ERRORS][ep.metric]

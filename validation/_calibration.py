@@ -469,9 +469,23 @@ def hosmer_lemeshow(
     return float(chi), df, float(stats.chi2.sf(chi, df))
 
 
+CITL_DEFINITION = (
+    "mean(label) - mean(score): observed minus expected event rate; negative when risks "
+    "are over-estimated on average (the sign of the calibration intercept; Van Calster "
+    "et al. 2016)"
+)
+
+
 @dataclass(frozen=True)
 class CalibrationResult:
-    """Everything about calibration of one set of predictions."""
+    """Everything about calibration of one set of predictions.
+
+    ``calibration_in_the_large`` is the observed event rate minus the mean predicted
+    probability, ``mean(y) - mean(score)`` ("observed - expected"): negative when the
+    model over-estimates risk on average, the same sign convention as the calibration
+    intercept (``intercept``, a in logit P(y=1) = a + logit(score), which is negative
+    for over-estimation; Van Calster et al. 2016, 2019; Steyerberg 2019, ch. 15).
+    """
 
     n: int
     brier: BrierDecomposition
@@ -519,7 +533,7 @@ def calibration(
         ),
         slope=slope,
         intercept=intercept,
-        calibration_in_the_large=float(s.mean() - y.mean()),
+        calibration_in_the_large=float(y.mean() - s.mean()),
         spiegelhalter_z=z,
         spiegelhalter_p=zp,
         hosmer_lemeshow=hl,
@@ -531,6 +545,7 @@ def calibration(
             "n_simulations": n_simulations,
             "seed": seed,
             "clustered": clusters is not None,
+            "calibration_in_the_large": CITL_DEFINITION,
         },
     )
 

@@ -39,6 +39,8 @@ WORST_METRICS = tuple(
     k for k in EVIDENCE_METRICS if k not in ("calibration_slope", "calibration_intercept")
 )
 
+NOT_TESTED = "not tested (cohort flagged: {why}); no CI, p-value or adjusted p-value"
+
 CohortAnalysis = tuple[
     GroupResult,
     dict[str, dict[str, GroupResult]],
@@ -70,10 +72,25 @@ def differences_to_overall(
     clustered: bool,
     alpha: float,
 ) -> dict[str, dict[str, Any]]:
-    """Cohort minus overall per metric, with a paired bootstrap CI and p-value."""
+    """Cohort minus overall per metric, with a paired bootstrap CI and p-value.
+
+    A metric the cohort is flagged for (``g.flags``: too few cases, positives, negatives
+    or patients, or an unreliable interval) gets the difference estimate only: no CI,
+    no p-value (so it is left out of the multiplicity family) and a note saying why.
+    """
     diffs = {}
     for key in metrics:
         est = g.metrics[key].estimate - overall.metrics[key].estimate
+        if key in g.flags:
+            diffs[key] = {
+                "estimate": est,
+                "ci_low": math.nan,
+                "ci_high": math.nan,
+                "p_value": math.nan,
+                "method": f"paired {boot_method(clustered)} of cohort minus overall",
+                "note": NOT_TESTED.format(why=g.flags[key]),
+            }
+            continue
         d = reps[key] - reps_overall[key]
         lo, hi, note = percentile_ci(d, alpha)
         diffs[key] = {

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,17 @@ MISSING_LABELS = (
     "{count} cases have no label in column {col!r}; every case needs a reference label."
 )
 UNREADABLE = "cannot read the predictions table ({why})."
+SHORT_ROW = (
+    "line {line} has {got} fields but the header has {want}{why}; the file looks "
+    "truncated or damaged. Re-export the complete table (every row needs every column, "
+    "empty values as empty fields between the delimiters)."
+)
+TRUNCATED_LAST_LINE = " (the last line does not end with a newline)"
+UNTERMINATED = (
+    "the last line (line {line}) does not end with a newline: the file looks truncated "
+    "(e.g. an interrupted copy or download), and its last row may have lost part of a "
+    "value. Re-export the complete table; if the file is complete, end it with a newline."
+)
 UNSUPPORTED_FORMAT = "unsupported file type {suffix!r}; give a .csv, .tsv or .parquet file."
 
 
@@ -78,6 +90,7 @@ def load_predictions(
             except (OSError, ValueError) as exc:  # pyarrow.ArrowInvalid is a ValueError
                 raise InputDataError(UNREADABLE.format(why=str(exc).strip()), source=src) from None
         elif suffix in (".csv", ".tsv", ".txt"):
+            check_row_lengths(path, delimiter="\t" if suffix == ".tsv" else ",", source=src)
             try:
                 frame = pd.read_csv(
                     path,
@@ -96,6 +109,57 @@ def load_predictions(
         raise InputDataError(EMPTY_TABLE, source=src)
     frame.columns = [str(c) for c in frame.columns]
     return PredictionTable(frame, src, digest)
+
+
+def check_row_lengths(path: str | Path, *, delimiter: str = ",", source: str) -> None:
+    """Raise naming the first row with fewer fields than the header.
+
+    pandas fills missing trailing fields of a short row with NaN, so a truncated file
+    (e.g. an interrupted copy) would otherwise load with a last case whose status,
+    score or cohort silently went missing. Rows with more fields than the header are
+    left to pandas (a parser error). Blank lines are skipped, as pandas does.
+
+    A file whose last line does not end with a newline is an error too: a cut inside
+    the last field leaves every field present but the value shortened (``0.368`` ->
+    ``0.3``), which no field count can reveal; every CSV writer (pandas, R, Excel, the
+    csv module) ends the last row with a newline.
+
+    Raises
+    ------
+    InputDataError
+        A short row, naming its line number (1-based, counting the header), or a last
+        line without a newline.
+    """
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        reader = csv.reader(fh, delimiter=delimiter)
+        want = None
+        row = None
+        for row in reader:
+            if not row:
+                continue
+            if want is None:
+                want = len(row)
+                continue
+            if len(row) < want:
+                line = reader.line_num
+                why = TRUNCATED_LAST_LINE if _unterminated_last(reader, path) else ""
+                raise InputDataError(
+                    SHORT_ROW.format(line=line, got=len(row), want=want, why=why), source=source
+                )
+        if row is not None and _unterminated_last(reader, path):
+            raise InputDataError(UNTERMINATED.format(line=reader.line_num), source=source)
+
+
+def _unterminated_last(reader: Iterator[list[str]], path: str | Path) -> bool:
+    """True when the row just read is the last one and the file ends without a newline."""
+    if any(row for row in reader):
+        return False
+    with open(path, "rb") as fh:
+        fh.seek(0, 2)
+        if fh.tell() == 0:
+            return False
+        fh.seek(-1, 2)
+        return fh.read(1) not in (b"\n", b"\r")
 
 
 def require_columns(

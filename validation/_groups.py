@@ -1,5 +1,6 @@
 """Metric estimates of one group of cases (all cases, or one cohort value): point
-estimates, analytic or bootstrap intervals, design effects and small-sample flags."""
+estimates, analytic or bootstrap intervals (widened where the percentile bootstrap
+degenerates: see :func:`group_result`), design effects and small-sample flags."""
 
 from __future__ import annotations
 
@@ -23,9 +24,9 @@ from ._counts import (
     specificity,
 )
 from ._plan import EVIDENCE_METRICS, AnalysisPlan
-from ._proportions import MetricEstimate
+from ._proportions import MetricEstimate, effective_proportion_ci
 from ._results import GroupResult
-from ._roc import average_precision, roc_auc
+from ._roc import average_precision, newcombe_auc_ci, roc_auc
 
 __all__ = [
     "BOOT_METHOD",
@@ -35,7 +36,9 @@ __all__ = [
     "boot_method",
     "bootstrap_p",
     "design_effect",
+    "effective_n",
     "group_result",
+    "patients_per_metric",
     "percentile_ci",
 ]
 
@@ -80,6 +83,56 @@ NEEDS_POSITIVES = (
     "f1",
 )
 NEEDS_NEGATIVES = ("specificity", "auc", "lr_positive", "lr_negative", "balanced_accuracy")
+# proportions whose cluster-bootstrap interval is never narrower than the proportion
+# interval on the effective sample size n / DEFF
+PROPORTION_METRICS = ("sensitivity", "specificity", "ppv", "npv", "accuracy")
+# an interval from replicates of which more than this share were undefined is unreliable
+UNRELIABLE_SHARE = 0.05
+# the cases whose patients make a metric's denominator (see patients_per_metric)
+DENOMINATOR = {
+    "sensitivity": ("positives",),
+    "specificity": ("negatives",),
+    "ppv": ("positive predictions",),
+    "npv": ("negative predictions",),
+    "accuracy": ("cases",),
+    "balanced_accuracy": ("positives", "negatives"),
+    "f1": ("positives or positive predictions",),
+    "lr_positive": ("positives", "negatives"),
+    "lr_negative": ("positives", "negatives"),
+    "auc": ("positives", "negatives"),
+    "average_precision": ("positives",),
+    "brier": ("cases",),
+    "ece": ("cases",),
+    "calibration_slope": ("cases",),
+    "calibration_intercept": ("cases",),
+}
+FEW_PATIENTS = "fewer than {min} patients with {what} ({k})"
+UNRELIABLE_NOTE = (
+    "interval unreliable: {k} of {b} bootstrap replicates undefined and left out "
+    "(more than {share:.0%}; the metric's denominator comes from few patients)"
+)
+EFFECTIVE_N_METHOD = "{boot}, widened to {ci} on effective n"
+EFFECTIVE_N_NOTE = (
+    "interval widened to the {ci} interval on the effective sample size n/DEFF = "
+    "{n}/{deff:.4g} = {neff:.4g} patients-equivalent ({why}); the percentile bootstrap "
+    "interval ({lo}, {hi}) was narrower"
+)
+MOVER_METHOD = "{method}, widened to MOVER-{ci} on effective n"
+MOVER_NOTE = (
+    "interval widened to the MOVER interval (Zou & Donner 2008) combining the {ci} "
+    "intervals of sensitivity and specificity on their effective sample sizes n/DEFF; "
+    "the {method} interval ({lo}, {hi}) was narrower"
+)
+AUC_BOUNDARY_NOTE = (
+    "AUC {auc:g} (complete separation): the {method} variance is 0, so the interval is "
+    "Newcombe's (2006) score interval on {m:.4g} positive and {n:.4g} negative "
+    "effective cases"
+)
+DEFF_ESTIMATED = "DEFF: Kish design effect of the patient clusters, at least 1"
+DEFF_LARGEST = (
+    "DEFF not estimable (estimate 0 or 1, or one patient): the largest for these cluster "
+    "sizes, sum(m_i^2)/sum(m_i), i.e. every patient's cases counted as one"
+)
 
 
 def boot_method(clustered: bool) -> str:
@@ -127,6 +180,195 @@ def design_effect(num: np.ndarray, den: np.ndarray, cl: np.ndarray) -> float:
     return float(var_c / (p * (1 - p) / n))
 
 
+def effective_n(
+    num: np.ndarray, den: np.ndarray, cl: np.ndarray, *, deff: float | None = None
+) -> tuple[float, float, bool]:
+    """Effective sample size of a clustered proportion: ``(n / DEFF, DEFF, estimated)``.
+
+    ``DEFF`` is the design effect of :func:`design_effect` (Kish 1965), at least 1. Where
+    it cannot be estimated (the proportion is 0 or 1, or the denominator comes from one
+    patient) the largest design effect these cluster sizes allow is used,
+    ``sum(m_i**2) / sum(m_i)`` (intra-cluster correlation 1: Kish's ``1 + (m_w - 1) rho``
+    with ``rho = 1`` and the size-weighted mean cluster size ``m_w``), so that the
+    interval is that of one observation per patient (``estimated`` False).
+
+    Parameters
+    ----------
+    num, den : arrays of shape (n,)
+        Per case: 1 when a success, 1 when in the denominator.
+    cl : array of shape (n,)
+        Patient codes (non-negative ints).
+    deff : float, optional
+        ``design_effect(num, den, cl)`` when already computed.
+    """
+    d = np.asarray(den).astype(bool)
+    n = int(d.sum())
+    if n == 0:
+        return math.nan, math.nan, False
+    if deff is None:
+        deff = design_effect(num, den, cl)
+    estimated = not math.isnan(deff)
+    if not estimated:
+        m = np.bincount(cl[d]).astype(np.float64)
+        deff = float(np.sum(m * m) / n)
+    deff = max(1.0, deff)
+    return n / deff, deff, estimated
+
+
+def _proportion_parts(yy: np.ndarray, pp: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(success, in denominator) per case of each proportion metric."""
+    pos, neg = yy == 1, yy == 0
+    return {
+        "sensitivity": (pp, pos),
+        "specificity": (1 - pp, neg),
+        "ppv": (yy, pp == 1),
+        "npv": (1 - yy, pp == 0),
+        "accuracy": ((yy == pp).astype(np.int8), np.ones_like(yy)),
+    }
+
+
+def _widen_to_effective_n(
+    m: dict[str, MetricEstimate],
+    yy: np.ndarray,
+    pp: np.ndarray,
+    cc: np.ndarray,
+    *,
+    ci: str,
+    alpha: float,
+    deffs: Mapping[str, float],
+) -> None:
+    """Under patient clustering, make every proportion's interval at least as wide as
+    the ``ci`` interval on the effective sample size n / DEFF (in place).
+
+    The percentile cluster bootstrap collapses to a point when the estimate is 0 or 1
+    (every replicate is 0 or 1 too) and is too narrow when few patients make the
+    denominator; the effective-sample-size interval (Korn & Graubard 1998) does not.
+    The interval reported is the union of the two.
+    """
+    for key, (num, den) in _proportion_parts(yy, pp).items():
+        est = m[key]
+        if math.isnan(est.estimate):
+            continue
+        neff, deff, estimated = effective_n(num, den, cc, deff=deffs.get(key))
+        lo, hi = effective_proportion_ci(est.estimate, neff, method=ci, alpha=alpha)
+        blo, bhi = est.ci_low, est.ci_high
+        if not (math.isnan(blo) or math.isnan(bhi)) and lo >= blo and hi <= bhi:
+            continue
+        new_lo = lo if math.isnan(blo) else min(lo, blo)
+        new_hi = hi if math.isnan(bhi) else max(hi, bhi)
+        note = EFFECTIVE_N_NOTE.format(
+            ci=ci,
+            n=int(np.count_nonzero(den)),
+            deff=deff,
+            neff=neff,
+            why=DEFF_ESTIMATED if estimated else DEFF_LARGEST,
+            lo=f"{blo:.4g}",
+            hi=f"{bhi:.4g}",
+        )
+        m[key] = MetricEstimate(
+            est.estimate,
+            float(new_lo),
+            float(new_hi),
+            EFFECTIVE_N_METHOD.format(boot=est.method, ci=ci),
+            note if not est.note else f"{est.note}; {note}",
+        )
+
+
+def _widen_balanced_accuracy(
+    m: dict[str, MetricEstimate],
+    yy: np.ndarray,
+    pp: np.ndarray,
+    cc: np.ndarray,
+    *,
+    ci: str,
+    alpha: float,
+    deffs: Mapping[str, float],
+) -> None:
+    """Make the balanced-accuracy interval at least as wide as the MOVER interval of
+    (sensitivity + specificity) / 2 from the ``ci`` intervals of sensitivity and
+    specificity on their effective sample sizes (in place).
+
+    MOVER (method of variance estimates recovery; Zou & Donner 2008, Newcombe 2011):
+    ``L = B - sqrt((se - l_se)**2 + (sp - l_sp)**2) / 2`` and
+    ``U = B + sqrt((u_se - se)**2 + (u_sp - sp)**2) / 2``. Unlike the Wald interval and
+    the percentile bootstrap it keeps a width when sensitivity or specificity is 0 or 1.
+    """
+    est = m["balanced_accuracy"]
+    if math.isnan(est.estimate):
+        return
+    parts = _proportion_parts(yy, pp)
+    bounds = []
+    for key in ("sensitivity", "specificity"):
+        num, den = parts[key]
+        neff, _, _ = effective_n(num, den, cc, deff=deffs.get(key))
+        p = float(np.sum(num[den.astype(bool)]) / np.count_nonzero(den))
+        bounds.append((p, *effective_proportion_ci(p, neff, method=ci, alpha=alpha)))
+    (se, l1, u1), (sp, l2, u2) = bounds
+    lo = est.estimate - 0.5 * math.hypot(se - l1, sp - l2)
+    hi = est.estimate + 0.5 * math.hypot(u1 - se, u2 - sp)
+    blo, bhi = est.ci_low, est.ci_high
+    if not (math.isnan(blo) or math.isnan(bhi)) and lo >= blo and hi <= bhi:
+        return
+    new_lo = max(0.0, lo if math.isnan(blo) else min(lo, blo))
+    new_hi = min(1.0, hi if math.isnan(bhi) else max(hi, bhi))
+    note = MOVER_NOTE.format(ci=ci, method=est.method, lo=f"{blo:.4g}", hi=f"{bhi:.4g}")
+    m["balanced_accuracy"] = MetricEstimate(
+        est.estimate,
+        float(new_lo),
+        float(new_hi),
+        MOVER_METHOD.format(method=est.method, ci=ci),
+        note if not est.note else f"{est.note}; {note}",
+    )
+
+
+def patients_per_metric(yy: np.ndarray, pp: np.ndarray, cc: np.ndarray) -> dict[str, int]:
+    """Number of patients whose cases make each metric's denominator (for metrics that
+    need two classes, the smaller of the two numbers); see :data:`DENOMINATOR`."""
+
+    def patients(mask: np.ndarray) -> int:
+        sel = cc[mask]
+        return int(np.count_nonzero(np.bincount(sel))) if sel.size else 0
+
+    pos, neg = yy == 1, yy == 0
+    k = {
+        "positives": patients(pos),
+        "negatives": patients(neg),
+        "positive predictions": patients(pp == 1),
+        "negative predictions": patients(pp == 0),
+        "cases": patients(np.ones_like(pos)),
+        "positives or positive predictions": patients(pos | (pp == 1)),
+    }
+    return {key: min(k[w] for w in what) for key, what in DENOMINATOR.items()}
+
+
+def _auc_at_boundary(
+    est: MetricEstimate, yy: np.ndarray, cc: np.ndarray | None, *, alpha: float
+) -> MetricEstimate:
+    """At AUC 0 or 1 (complete separation) DeLong's and Obuchowski's variances are 0:
+    widen the interval to Newcombe's score interval on the effective numbers of positive
+    and negative cases (under clustering n / DEFF with the largest design effect of
+    :func:`effective_n`, i.e. one observation per patient when all of a patient's cases
+    agree)."""
+    if est.estimate not in (0.0, 1.0):
+        return est
+    pos = yy == 1
+    ones = np.ones(yy.size, dtype=np.int8)
+    cl = np.arange(yy.size) if cc is None else cc
+    m_eff = effective_n(ones, pos, cl)[0]
+    n_eff = effective_n(ones, ~pos, cl)[0]
+    lo, hi = newcombe_auc_ci(est.estimate, max(1.0, m_eff), max(1.0, n_eff), alpha=alpha)
+    if not (math.isnan(est.ci_low) or math.isnan(est.ci_high)):
+        lo, hi = min(lo, est.ci_low), max(hi, est.ci_high)
+    note = AUC_BOUNDARY_NOTE.format(method=est.method, auc=est.estimate, m=m_eff, n=n_eff)
+    return MetricEstimate(
+        est.estimate,
+        float(lo),
+        float(hi),
+        f"{est.method}, widened to newcombe at the boundary",
+        note if not est.note else f"{est.note}; {note}",
+    )
+
+
 def _score_metrics(
     yy: np.ndarray, ss: np.ndarray, cc: np.ndarray | None, plan: AnalysisPlan, label: str | None
 ) -> tuple[dict[str, MetricEstimate], float | None]:
@@ -141,7 +383,12 @@ def _score_metrics(
         }, None
     m: dict[str, MetricEstimate] = {}
     auc = roc_auc(yy, ss, clusters=cc, alpha=alpha, cohort=label, curve=False)
-    m["auc"] = MetricEstimate(auc.estimate, auc.ci_low, auc.ci_high, auc.method, auc.note)
+    m["auc"] = _auc_at_boundary(
+        MetricEstimate(auc.estimate, auc.ci_low, auc.ci_high, auc.method, auc.note),
+        yy,
+        cc,
+        alpha=alpha,
+    )
     m["average_precision"] = average_precision(yy, ss, cohort=label)
     m["brier"] = MetricEstimate(float(np.mean((ss - yy) ** 2)), math.nan, math.nan, "none")
     nb = plan.analysis.calibration.n_bins
@@ -161,8 +408,11 @@ def _bootstrap_intervals(
     clustered: bool,
     rank_boot: bool,
     alpha: float,
-) -> None:
-    """Replace the intervals of the bootstrapped metrics in ``m`` (in place)."""
+) -> dict[str, str]:
+    """Replace the intervals of the bootstrapped metrics in ``m`` (in place); returns
+    the metrics whose interval is unreliable (more than :data:`UNRELIABLE_SHARE` of the
+    replicates undefined) with the reason, which is also added to the metric's note."""
+    unreliable: dict[str, str] = {}
     needs_boot = set(BOOTSTRAPPED) | ({"average_precision"} if rank_boot else set())
     if clustered:
         needs_boot |= BOOTSTRAPPED_CLUSTERED
@@ -173,8 +423,15 @@ def _bootstrap_intervals(
             continue
         if key not in needs_boot or reps is None or math.isnan(est.estimate):
             continue
-        lo, hi, note = percentile_ci(reps[key], alpha)
+        r = reps[key]
+        lo, hi, note = percentile_ci(r, alpha)
+        k = int(np.count_nonzero(np.isnan(r)))
+        if k > UNRELIABLE_SHARE * r.size:
+            why = UNRELIABLE_NOTE.format(k=k, b=r.size, share=UNRELIABLE_SHARE)
+            unreliable[key] = why
+            note = f"{note}; {why}" if math.isnan(lo) else why
         m[key] = MetricEstimate(est.estimate, lo, hi, boot_method(clustered), note or est.note)
+    return unreliable
 
 
 def _design_effects(
@@ -193,8 +450,11 @@ def _design_effects(
     return deff
 
 
-def _flags(npos: int, nneg: int, n: int, plan: AnalysisPlan) -> dict[str, str]:
-    """Metrics a group is too small to estimate (plan.subgroups minimum sizes)."""
+def _flags(
+    npos: int, nneg: int, n: int, plan: AnalysisPlan, patients: Mapping[str, int]
+) -> dict[str, str]:
+    """Metrics a group is too small to estimate (plan.subgroups minimum sizes: cases,
+    positives, negatives, and patients making the metric's denominator)."""
     sub = plan.subgroups
     flags: dict[str, str] = {}
     if npos < sub.min_positives:
@@ -206,6 +466,11 @@ def _flags(npos: int, nneg: int, n: int, plan: AnalysisPlan) -> dict[str, str]:
     if n < sub.min_n:
         for key in EVIDENCE_METRICS:
             flags.setdefault(key, f"fewer than {sub.min_n} cases ({n})")
+    for key, k in patients.items():
+        if k < sub.min_patients:
+            what = " and with ".join(DENOMINATOR[key])
+            few = FEW_PATIENTS.format(min=sub.min_patients, what=what, k=k)
+            flags[key] = f"{flags[key]}; {few}" if key in flags else few
     return flags
 
 
@@ -227,6 +492,22 @@ def group_result(
     ``reps`` are this group's bootstrap replicates (``cluster_bootstrap(...).values[key]``),
     used for metrics without an analytic interval and, under clustering, for all
     threshold metrics; None: analytic intervals only.
+
+    Intervals never collapse where the data cannot support it:
+
+    * under clustering, the percentile interval of sensitivity, specificity, PPV, NPV and
+      accuracy is widened to the ``analysis.proportion_ci`` interval on the effective
+      sample size n / DEFF (:func:`effective_n`) wherever it is narrower (always at an
+      estimate of 0 or 1, where every replicate equals the estimate); ``method`` then
+      ends in ", widened to <ci> on effective n" and the ``note`` gives n, DEFF and the
+      bootstrap interval;
+    * balanced accuracy: widened to the MOVER interval of the two proportions;
+    * AUC 0 or 1: Newcombe's score interval on the effective class sizes;
+    * more than :data:`UNRELIABLE_SHARE` of a metric's replicates undefined: the
+      interval is flagged unreliable (``flags`` and ``note``).
+
+    ``flags`` also name metrics whose denominator comes from fewer than
+    ``subgroups.min_patients`` patients (:func:`patients_per_metric`).
     """
     alpha = plan.analysis.alpha
     ci = plan.analysis.proportion_ci
@@ -246,9 +527,21 @@ def group_result(
     }
     score_m, auc_deff = _score_metrics(yy, ss, cc if clustered else None, plan, label)
     m.update(score_m)
-    _bootstrap_intervals(m, reps, clustered=clustered, rank_boot=rank_boot, alpha=alpha)
+    unreliable = _bootstrap_intervals(
+        m, reps, clustered=clustered, rank_boot=rank_boot, alpha=alpha
+    )
     deff = _design_effects(yy, pp, cc, auc_deff) if clustered else {}
-    flags = _flags(counts.n_positive, counts.n_negative, counts.n, plan)
+    if clustered:
+        _widen_to_effective_n(m, yy, pp, cc, ci=ci, alpha=alpha, deffs=deff)
+    # unclustered: every case its own patient, DEFF = 1 and n_eff = n
+    ba_deffs = deff if clustered else {"sensitivity": 1.0, "specificity": 1.0}
+    cl_ba = cc if clustered else np.arange(yy.size)
+    _widen_balanced_accuracy(m, yy, pp, cl_ba, ci=ci, alpha=alpha, deffs=ba_deffs)
+    flags = _flags(
+        counts.n_positive, counts.n_negative, counts.n, plan, patients_per_metric(yy, pp, cc)
+    )
+    for key, why in unreliable.items():
+        flags.setdefault(key, why)
     n_pat = int(np.count_nonzero(np.bincount(cc))) if clustered and cc.size else counts.n
     at_prev = None
     if plan.analysis.prevalence is not None:

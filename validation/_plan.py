@@ -43,12 +43,15 @@ Schema (unknown keys are errors; every field below is optional unless marked req
     ``null_simulations`` (1000), ``recalibration`` (none | temperature | platt |
     isotonic), ``calibration_split`` ("calibration")}.
 ``threshold`` : mapping — the operating point
-    ``rule``: "fixed" (default, with ``value``, default 0.5), "youden",
+    ``rule``: "fixed" (default, with ``value`` in [0, 1] on the probability scale,
+    also for ``score_type: logit``; default 0.5), "youden",
     "target_sensitivity" or "target_specificity" (with ``target``), chosen on
     ``tuning_split`` (default "tuning") and then locked for the test split.
 ``primary_endpoints`` / ``secondary_endpoints`` : list of
     {``metric`` (one of the evidence metric keys), ``operator`` (">=" or "<="),
-    ``goal`` (number), ``name`` (optional label), ``class`` (optional; multiclass /
+    ``goal`` (number on the metric's scale: in [0, 1] for proportions, AUC, average
+    precision, Brier and ECE, e.g. 0.80 not 80; > 0 for likelihood ratios; any real for
+    the calibration slope and intercept), ``name`` (optional label), ``class`` (optional; multiclass /
     multilabel only: one class name)}. A ">=" goal passes when the lower
     bound of the two-sided (1 - alpha) CI is >= goal; a "<=" goal when the upper bound
     is <= goal. Without ``class`` a multiclass / multilabel endpoint is judged on the
@@ -88,6 +91,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -98,6 +102,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_serializer,
     model_validator,
@@ -139,6 +144,37 @@ UNKNOWN_ENDPOINT_CLASS = (
     "{where}: unknown class {cls!r}; the classes are {classes}{hint}. Fix the endpoint's "
     "'class' (class names are case-sensitive)."
 )
+UNIT_GOALS = frozenset(
+    {
+        "sensitivity",
+        "specificity",
+        "ppv",
+        "npv",
+        "accuracy",
+        "balanced_accuracy",
+        "f1",
+        "auc",
+        "average_precision",
+        "brier",
+        "ece",
+    }
+)
+POSITIVE_GOALS = frozenset({"lr_positive", "lr_negative"})
+GOAL_OUT_OF_RANGE = (
+    "goal {goal:g} is outside [0, 1]; {metric} is a proportion on the 0-1 scale{hint}"
+)
+GOAL_NOT_POSITIVE = "goal {goal:g} must be > 0 for the likelihood ratio {metric}"
+THRESHOLD_OUT_OF_RANGE = (
+    "threshold must be in [0, 1] for probability scores (logit scores are converted to "
+    "probabilities first); got {value:g}"
+)
+
+
+def percent_hint(value: float) -> str:
+    """ ", e.g. 0.8 instead of 80" when ``value`` looks like a percentage."""
+    return f" (did you mean {value / 100:g} instead of {value:g}?)" if 1 < value <= 100 else ""
+
+
 BINARY_ENDPOINT_CLASS = (
     "{where}: endpoint 'class' {cls!r} is for multiclass/multilabel tasks; the endpoints of a binary "
     "task are about its positive class already: drop 'class'"
@@ -198,6 +234,13 @@ class ThresholdRule(_Section):
     target: float | None = Field(default=None, gt=0, le=1)
     tuning_split: str = "tuning"
 
+    @field_validator("value")
+    @classmethod
+    def _probability_scale(cls, v: float | None) -> float | None:
+        if v is not None and not 0.0 <= v <= 1.0:
+            raise ValueError(THRESHOLD_OUT_OF_RANGE.format(value=v))
+        return v
+
     @model_validator(mode="after")
     def _consistent(self) -> ThresholdRule:
         if self.rule.startswith("target") and self.target is None:
@@ -246,6 +289,18 @@ class Endpoint(_Section):
             )
         return self
 
+    @field_validator("goal")
+    @classmethod
+    def _goal_on_scale(cls, g: float, info: ValidationInfo) -> float:
+        metric = info.data.get("metric")
+        if not math.isfinite(g):
+            raise ValueError(f"goal must be a finite number; got {g}")
+        if metric in UNIT_GOALS and not 0.0 <= g <= 1.0:
+            raise ValueError(GOAL_OUT_OF_RANGE.format(goal=g, metric=metric, hint=percent_hint(g)))
+        if metric in POSITIVE_GOALS and g <= 0:
+            raise ValueError(GOAL_NOT_POSITIVE.format(goal=g, metric=metric))
+        return g
+
 
 class Subgroups(_Section):
     columns: list[str] | None = None
@@ -253,6 +308,7 @@ class Subgroups(_Section):
     min_positives: int = Field(default=10, ge=0)
     min_negatives: int = Field(default=10, ge=0)
     min_n: int = Field(default=20, ge=0)
+    min_patients: int = Field(default=5, ge=0)
     multiplicity: Literal["holm", "bh", "none"] = "holm"
 
 

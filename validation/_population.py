@@ -10,13 +10,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from medlens._errors import InputDataError
+from medlens._errors import ConfigError, InputDataError
 
 from ._bootstrap import Partition
 from ._cohorts import cohort_codes
 from ._inputs import CaseInputs, patient_codes, select_rows
 from ._multiclass import predict_classes
-from ._plan import AnalysisPlan
+from ._plan import THRESHOLD_OUT_OF_RANGE, AnalysisPlan
 from ._roc import choose_threshold
 
 __all__ = ["Population", "analysis_population", "lock_threshold"]
@@ -75,8 +75,16 @@ def lock_threshold(
     inputs: CaseInputs, plan: AnalysisPlan, threshold: float | None
 ) -> tuple[float, dict[str, Any]]:
     """The operating threshold and where it came from: argmax (multi-class), fixed (command
-    line, plan or 0.5), or chosen on the tuning split and then locked."""
+    line, plan or 0.5), or chosen on the tuning split and then locked.
+
+    Raises
+    ------
+    ConfigError
+        ``threshold`` outside [0, 1] (scores are probabilities, logits converted first).
+    """
     rule = plan.threshold
+    if threshold is not None and not 0.0 <= threshold <= 1.0:  # NaN fails too
+        raise ConfigError(THRESHOLD_OUT_OF_RANGE.format(value=threshold), source="threshold")
     if plan.task == "multiclass":
         return math.nan, {"rule": "argmax", "value": None, "source": ARGMAX_SOURCE}
     if rule.rule == "fixed":

@@ -12,7 +12,13 @@ from medlens._errors import InputDataError, param_error
 
 from ._common import check_alpha
 
-__all__ = ["CI_METHODS", "MetricEstimate", "ProportionEstimate", "proportion_ci"]
+__all__ = [
+    "CI_METHODS",
+    "MetricEstimate",
+    "ProportionEstimate",
+    "effective_proportion_ci",
+    "proportion_ci",
+]
 
 CI_METHODS = ("wilson", "clopper-pearson", "jeffreys")
 BAD_COUNTS = "numerator and denominator must be integers with 0 <= numerator <= denominator; got {k} and {n}."
@@ -84,7 +90,53 @@ def proportion_ci(
         or k > n
     ):
         raise InputDataError(BAD_COUNTS.format(k=k, n=n))
-    k, n = int(k), int(n)
+    return _interval(int(k), int(n), method, alpha)
+
+
+def effective_proportion_ci(
+    estimate: float, n_effective: float, *, method: str = "wilson", alpha: float = 0.05
+) -> tuple[float, float]:
+    """Proportion interval on an effective (non-integer) sample size.
+
+    The interval of :func:`proportion_ci` evaluated at ``numerator = estimate *
+    n_effective`` successes out of ``n_effective`` trials, e.g. ``n_effective = n / DEFF``
+    for clustered data (Kish 1965): the binomial interval of the independent sample that
+    carries as much information as the clustered one. At integer counts it equals
+    :func:`proportion_ci` (and statsmodels' ``proportion_confint``).
+
+    Parameters
+    ----------
+    estimate : float
+        The proportion, in [0, 1].
+    n_effective : float
+        Effective number of trials, > 0.
+    method, alpha
+        As in :func:`proportion_ci`.
+
+    Returns
+    -------
+    (low, high) : tuple of float
+
+    References
+    ----------
+    Kish, L. (1965). Survey Sampling. Wiley (design effect, effective sample size).
+    Korn, E. L. & Graubard, B. I. (1998). Confidence intervals for proportions with small
+    expected number of positive counts estimated from survey data. Survey Methodology
+    24(2):193–201.
+    """
+    if method not in CI_METHODS:
+        raise param_error("method", "effective_proportion_ci", f"one of {CI_METHODS}", method)
+    alpha = check_alpha(alpha, "effective_proportion_ci")
+    if not (isinstance(estimate, (int, float, np.floating)) and 0.0 <= estimate <= 1.0):
+        raise param_error("estimate", "effective_proportion_ci", "a float in [0, 1]", estimate)
+    if not (isinstance(n_effective, (int, float, np.floating)) and n_effective > 0):
+        raise param_error("n_effective", "effective_proportion_ci", "a float > 0", n_effective)
+    n = float(n_effective)
+    return _interval(float(estimate) * n, n, method, alpha)
+
+
+def _interval(k: float, n: float, method: str, alpha: float) -> tuple[float, float]:
+    """The interval of ``k`` successes in ``n`` trials (both may be non-integer)."""
     if n == 0:
         return math.nan, math.nan
     if method == "wilson":
@@ -94,12 +146,12 @@ def proportion_ci(
         centre = (p + z * z / (2.0 * n)) / denom
         half = z * math.sqrt(p * (1.0 - p) / n + z * z / (4.0 * n * n)) / denom
         # at k = 0 (k = n) the bound is exactly 0 (1); avoid rounding residue
-        low = 0.0 if k == 0 else max(0.0, centre - half)
-        high = 1.0 if k == n else min(1.0, centre + half)
-        return low, high
+        low = 0.0 if k <= 0 else max(0.0, centre - half)
+        high = 1.0 if k >= n else min(1.0, centre + half)
+        return float(low), float(high)
     if method == "clopper-pearson":
-        low = 0.0 if k == 0 else float(stats.beta.ppf(alpha / 2.0, k, n - k + 1))
-        high = 1.0 if k == n else float(stats.beta.isf(alpha / 2.0, k + 1, n - k))
+        low = 0.0 if k <= 0 else float(stats.beta.ppf(alpha / 2.0, k, n - k + 1))
+        high = 1.0 if k >= n else float(stats.beta.isf(alpha / 2.0, k + 1, n - k))
         return low, high
     low, high = stats.beta.interval(1.0 - alpha, k + 0.5, n - k + 0.5)
     return float(low), float(high)

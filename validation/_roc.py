@@ -27,6 +27,7 @@ __all__ = [
     "choose_threshold",
     "delong_test",
     "midranks",
+    "newcombe_auc_ci",
     "roc_auc",
     "roc_curve",
     "sensitivity_at_specificity",
@@ -36,6 +37,63 @@ __all__ = [
 ONE_CLASS = "only one class present ({n_pos} positive, {n_neg} negative cases)"
 BAD_CLUSTERS = "clusters must have one entry per case; got {got} for {n} cases."
 THRESHOLD_RULES = ("youden", "target_sensitivity", "target_specificity")
+
+
+def newcombe_auc_ci(
+    auc: float, n_positive: float, n_negative: float, *, alpha: float = 0.05
+) -> tuple[float, float]:
+    """Score-type (Wilson-like) interval of the AUC, Newcombe's (2006) method 5.
+
+    The set of ``theta`` with ``(auc - theta)**2 <= z**2 V(theta)``, where ``V`` is the
+    Hanley & McNeil (1982) variance evaluated at ``theta`` with both ``n - 1`` terms
+    replaced by ``N* = (n_positive + n_negative) / 2 - 1``::
+
+        V(t) = [t(1 - t) + N* (t / (2 - t) - t**2) + N* (2 t**2 / (1 + t) - t**2)]
+               / (n_positive * n_negative)
+
+    Unlike DeLong's interval it keeps a width at AUC 0 or 1 (complete separation), where
+    the empirical variance is 0. Sample sizes may be effective (non-integer) sizes.
+
+    Parameters
+    ----------
+    auc : float in [0, 1]
+    n_positive, n_negative : float
+        (Effective) numbers of positive and negative cases, each >= 1.
+    alpha : float
+        1 - confidence level.
+
+    Returns
+    -------
+    (low, high) : tuple of float
+
+    References
+    ----------
+    Newcombe, R. G. (2006). Confidence intervals for an effect size measure based on the
+    Mann-Whitney statistic. Part 2: asymptotic methods and evaluation. Statistics in
+    Medicine 25(4):559-573.
+    Hanley, J. A. & McNeil, B. J. (1982). The meaning and use of the area under a
+    receiver operating characteristic (ROC) curve. Radiology 143:29-36.
+    """
+    from scipy import optimize
+
+    alpha = check_alpha(alpha, "newcombe_auc_ci")
+    if not (isinstance(auc, (int, float, np.floating)) and 0.0 <= auc <= 1.0):
+        raise param_error("auc", "newcombe_auc_ci", "a float in [0, 1]", auc)
+    for name, v in (("n_positive", n_positive), ("n_negative", n_negative)):
+        if not (isinstance(v, (int, float, np.integer, np.floating)) and v >= 1):
+            raise param_error(name, "newcombe_auc_ci", "a number >= 1", v)
+    z2 = float(stats.norm.isf(alpha / 2)) ** 2
+    m, n = float(n_positive), float(n_negative)
+    nstar = (m + n) / 2 - 1
+
+    def f(t: float) -> float:
+        v = t * (1 - t) + nstar * (t / (2 - t) - t * t) + nstar * (2 * t * t / (1 + t) - t * t)
+        return (auc - t) ** 2 - z2 * v / (m * n)
+
+    eps = 1e-15
+    low = 0.0 if auc == 0 else float(optimize.brentq(f, 0.0, min(auc, 1 - eps), xtol=1e-14))
+    high = 1.0 if auc == 1 else float(optimize.brentq(f, max(auc, eps), 1.0, xtol=1e-14))
+    return low, high
 
 
 @dataclass(frozen=True)

@@ -194,3 +194,25 @@ def test_slope_intercept_undefined_under_perfect_separation_is_nan_with_note():
         slope, intercept = calibration_slope_intercept(y, s, cohort="site=a")
     assert math.isnan(slope.estimate) and "separate" in slope.note
     assert math.isfinite(intercept.estimate) or "separate" in intercept.note
+
+
+@pytest.mark.parametrize("shift", [-1.0, 1.0])
+def test_calibration_in_the_large_is_observed_minus_expected(shift):
+    # Van Calster et al. (2016, 2019): calibration-in-the-large compares the observed
+    # event rate with the mean predicted risk; its logistic form, the intercept a of
+    # logit P(y=1) = a + offset(logit(score)), is negative when risks are over-estimated.
+    # medlens reports mean(y) - mean(score), with the same sign as that intercept.
+    rng = np.random.default_rng(5)
+    lp = rng.normal(-0.5, 1.2, 400)
+    y = (rng.random(400) < 1 / (1 + np.exp(-lp))).astype(int)
+    s = 1 / (1 + np.exp(-(lp + shift)))  # shift > 0: over-estimated risks
+    r = calibration(y, s, n_simulations=20)
+    assert r.calibration_in_the_large == pytest.approx(y.mean() - s.mean(), abs=1e-15)
+    assert r.params["calibration_in_the_large"].startswith("mean(label) - mean(score)")
+    a = (
+        sm.GLM(y, np.ones((400, 1)), family=sm.families.Binomial(), offset=np.log(s / (1 - s)))
+        .fit()
+        .params[0]
+    )
+    assert np.sign(r.calibration_in_the_large) == np.sign(a) == -np.sign(shift)
+    assert np.sign(r.intercept.estimate) == np.sign(a)

@@ -124,3 +124,36 @@ def test_validate_secondary_from_plan(tmp_path, pred_csv):
     ev = json.loads((out / "evidence.json").read_text())
     op = ev["secondary"]["operating_points"]["sensitivity_at_specificity_0.8"]
     assert op["ci_low"] <= op["estimate"] <= op["ci_high"]
+
+
+def test_threshold_outside_unit_interval_exits_2(tmp_path, pred_csv, capsys):
+    args = ["validate", str(pred_csv), "--out", str(tmp_path / "x"), "--threshold", "1.5"]
+    try:  # refused by the option parser (SystemExit 2) or by the plan (exit code 2)
+        rc = main(args)
+    except SystemExit as exc:
+        rc = exc.code
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "threshold" in err and "1.5" in err
+    assert not (tmp_path / "x" / "evidence.json").exists()
+
+
+def test_evaluate_threshold_outside_unit_interval_is_an_error():
+    from medlens._errors import ConfigError
+    from medlens.validation import evaluate
+
+    for bad in (1.5, -0.2, float("nan")):
+        with pytest.raises(
+            ConfigError, match=r"threshold: threshold must be in \[0, 1\] for probability scores"
+        ):
+            evaluate(predictions_frame(n=40, n_patients=20), threshold=bad)
+
+
+def test_percent_goal_in_plan_exits_2(tmp_path, pred_csv, capsys):
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("primary_endpoints:\n  - metric: sensitivity\n    goal: 80\n")
+    rc = main(["validate", str(pred_csv), "--plan", str(plan), "--out", str(tmp_path / "x")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "plan.yaml:3:5: invalid analysis plan: primary_endpoints.0.goal: goal 80" in err
+    assert "did you mean 0.8 instead of 80?" in err

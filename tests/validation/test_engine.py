@@ -83,7 +83,11 @@ def test_overall_matches_references():
 def test_patient_clustering_reported():
     rep = evaluate(predictions_frame(), plan())
     assert rep.plan_info["clustered"] is True
-    assert rep.overall.metrics["sensitivity"].method == "cluster-bootstrap-percentile"
+    # the cluster bootstrap, widened where narrower than Wilson on n / DEFF
+    assert rep.overall.metrics["sensitivity"].method in (
+        "cluster-bootstrap-percentile",
+        "cluster-bootstrap-percentile, widened to wilson on effective n",
+    )
     assert rep.overall.metrics["auc"].method == "obuchowski"
     assert rep.overall.n_patients < rep.overall.n
     assert set(rep.overall.design_effect) >= {"sensitivity", "specificity", "auc"}
@@ -234,7 +238,9 @@ def test_worst_case_counts_failed_as_errors():
     n_pos = int((df[df.split == "test"].label == 1).sum())
     crit = {c.metric: c for c in rep.criteria}
     assert crit["sensitivity"].worst_case["estimate"] == pytest.approx(tp / n_pos)
-    assert crit["sensitivity"].worst_case["n_counted_as_errors"] == 10
+    # only failed positives can be false negatives
+    assert crit["sensitivity"].worst_case["n_counted_as_errors"] == 6
+    assert crit["specificity"].worst_case["n_counted_as_errors"] == 4
     tn = int(((ok.score < 0.5) & (ok.label == 0)).sum())
     assert crit["specificity"].worst_case["estimate"] == pytest.approx(
         tn / int((df[df.split == "test"].label == 0).sum())

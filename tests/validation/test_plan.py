@@ -68,3 +68,37 @@ def test_endpoint_without_class_keeps_its_canonical_form():
     (ep,) = plan.model_dump(mode="json")["primary_endpoints"]
     assert ep == {"metric": "auc", "operator": ">=", "goal": 0.8, "name": None}
     assert '"class"' not in plan.canonical_json()
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "field", "hint"),
+    [
+        ({"metric": "sensitivity", "goal": 80}, "primary_endpoints.0.goal", "did you mean 0.8"),
+        ({"metric": "auc", "goal": -0.1}, "primary_endpoints.0.goal", "outside [0, 1]"),
+        ({"metric": "ece", "goal": 5, "operator": "<="}, "primary_endpoints.0.goal", "0.05"),
+        ({"metric": "lr_positive", "goal": 0}, "primary_endpoints.0.goal", "must be > 0"),
+        ({"metric": "brier", "goal": float("nan")}, "primary_endpoints.0.goal", "finite"),
+    ],
+)
+def test_goal_outside_the_metric_scale_is_an_error(endpoint, field, hint):
+    with pytest.raises(ConfigError, match=rf"{field}: .*{hint}".replace("[", r"\[")):
+        parse_plan({"primary_endpoints": [endpoint]})
+
+
+def test_goals_on_the_metric_scale_are_accepted():
+    eps = [
+        {"metric": "sensitivity", "goal": 0.8},
+        {"metric": "specificity", "goal": 1},
+        {"metric": "lr_positive", "goal": 5.0},
+        {"metric": "lr_negative", "goal": 0.2, "operator": "<="},
+        {"metric": "calibration_slope", "goal": -3},
+        {"metric": "calibration_intercept", "goal": 2.5, "operator": "<="},
+    ]
+    assert len(parse_plan({"secondary_endpoints": eps}).secondary_endpoints) == 6
+
+
+@pytest.mark.parametrize("value", [1.5, -0.1, 50])
+def test_fixed_threshold_outside_unit_interval_is_an_error(value):
+    with pytest.raises(ConfigError, match=r"threshold.value: threshold must be in \[0, 1\]"):
+        parse_plan({"threshold": {"rule": "fixed", "value": value}})
+    assert parse_plan({"threshold": {"value": 1.0}}).threshold.value == 1.0
