@@ -42,6 +42,8 @@ __all__ = [
 DEMO_SEED = 0
 DEMO_N_PATIENTS = 300
 DEMO_IMAGE_SIZE = 128
+#: Smallest --image-size the synthetic cohort supports (its lesions and markers need room)
+MIN_IMAGE_SIZE = 32
 DEMO_AUDIT_METHODS = ("gradcam",)
 MODEL_FILES = {True: "demo_model.pt", False: "demo_model_noshortcut.pt"}
 PREDICTION_COLUMNS = (*CASE_COLUMNS, "shortcut_present", "status", "failure_reason", "path")
@@ -135,7 +137,7 @@ def _check_demo_args(n_patients: Any, seed: Any, image_size: Any) -> None:
     for name, value, low in (
         ("n_patients", n_patients, 1),
         ("seed", seed, 0),
-        ("image_size", image_size, 32),
+        ("image_size", image_size, MIN_IMAGE_SIZE),
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise param_error(name, "run_demo", f"an int >= {low}", value)
@@ -246,13 +248,14 @@ def run_demo(
             stream=io.StringIO(),
         )
         run = run_pipeline(
-            cfg,
+            cfg.model_copy(update={"output_dir": root.resolve()}),  # as in config.yaml
             _data_file("demo_plan.yaml"),
             root / "run",
             gallery=2,
             audit=audit,
             title="medlens demo: synthetic chest radiographs",
             progress=progress,
+            config_dir=root,
         )
     labels = scored["label"].to_numpy()
     with warnings.catch_warnings():

@@ -20,8 +20,11 @@ from .config import MedlensConfig
 __all__ = [
     "CASE_COLUMNS",
     "Cases",
+    "DATASET_DEFINITION",
     "STATUS_FAILED",
     "STATUS_OK",
+    "UNKNOWN_KEY",
+    "dataset_fingerprint",
     "load_cases",
     "select_split",
     "predict_cases",
@@ -53,6 +56,18 @@ UNREAD_LABELLED = "listed in the labels file but not a readable DICOM image in d
 NO_SPLIT_COLUMN = (
     "the split column {column!r} is not in the case table (columns: {present}); "
     "set data.split_column or predict all cases"
+)
+#: Patient / study key of a failed case whose header could not be read (``unknown-<hex>``)
+UNKNOWN_KEY = "unknown"
+_SCAN_COHORT_COLUMNS = (
+    "site",
+    "manufacturer",
+    "model_name",
+    "sex",
+    "age_band",
+    "modality",
+    "view_position",
+    "body_part",
 )
 NO_CASES_IN_SPLIT = "no case in split {split!r}; the splits present are: {present}"
 
@@ -140,8 +155,49 @@ def load_cases(cfg: MedlensConfig) -> Cases:
             skipped.pop(p, UNREAD_LABELLED) for p in table.loc[unread, "path"]
         ]
         table = table.drop(columns="_merge")
+        _fill_failed_keys(table, unread.to_numpy(), manifest.skipped_headers, cfg)
         table = table.sort_values("path", kind="stable").reset_index(drop=True)
     return Cases(table, tuple(sorted(skipped.items())))
+
+
+def _fill_failed_keys(
+    table: pd.DataFrame,
+    unread: np.ndarray,
+    headers: Any,
+    cfg: MedlensConfig,
+) -> None:
+    """Give labelled files that the scan could not use their keys and cohort (in place).
+
+    Values the labels CSV gives are kept. When the header was readable (a duplicate SOP
+    Instance UID, a non-image object) the row takes the pseudonymous keys and cohort
+    attributes the scan derived from it;
+    otherwise the case id is a salted key of the path relative to ``data.dicom_dir``,
+    the patient and study are :data:`UNKNOWN_KEY` ``-<hex>`` (one patient per such
+    case, as when no patient is known) and the cohort columns :data:`MISSING`.
+    """
+    from .io._cohort import MISSING
+    from .io._manifest import path_key
+
+    salt = cfg.data.pseudonym_salt
+    keys = [c for c in table.columns if c not in ("path", "label", "status", "failure_reason")]
+    keys = [c for c in keys if not c.endswith("_mask")]
+    for i in np.flatnonzero(unread):
+        path = str(table.at[i, "path"])
+        row = headers.get(path) if headers else None
+        if row is not None:
+            for col in keys:
+                if col in row and pd.isna(table.at[i, col]):
+                    table.at[i, col] = row[col]
+            continue
+        case_id = path_key(path, cfg.data.dicom_dir, salt=salt)
+        if pd.isna(table.at[i, "case_id"]):
+            table.at[i, "case_id"] = case_id
+        for col in ("patient_key", "study_key"):
+            if col in table.columns and pd.isna(table.at[i, col]):
+                table.at[i, col] = f"{UNKNOWN_KEY}-{case_id.removeprefix('case-')}"
+        for col in _SCAN_COHORT_COLUMNS:
+            if col in table.columns and pd.isna(table.at[i, col]):
+                table.at[i, col] = MISSING
 
 
 def read_images(
@@ -177,6 +233,81 @@ def read_images(
             images.append(None)
             failures[i] = exc.message
     return images, failures
+
+
+DATASET_DEFINITION = (
+    "SHA-256 of the sorted list of (path relative to {root}, SHA-256 of the file) of the "
+    "{n} image file(s) ({split}) this run read ('absent' for a listed file "
+    "that does not exist); the labels file is hashed separately"
+)
+
+
+def dataset_fingerprint(
+    table: pd.DataFrame,
+    cfg: MedlensConfig,
+    *,
+    digests: list[str] | None = None,
+    split: str = "all",
+) -> dict[str, Any]:
+    """SHA-256 of the image files a run used, independent of where the data set lies.
+
+    The digest is the SHA-256 of the JSON list of ``[relative path, file SHA-256]``
+    pairs, sorted by path, of every row of ``table``. Paths are taken relative to
+    ``data.dicom_dir`` (a folder scan) or ``data.root`` / the manifest's folder, so the
+    same files give the same digest on another machine; a renamed, added, removed or
+    changed file changes it.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Cases with a ``path`` column (e.g. the test split).
+    cfg : MedlensConfig
+    digests : list of str, optional
+        The files' SHA-256 in row order when already computed (``"absent"`` for a file
+        that does not exist).
+    split : str
+        Which cases ``table`` holds, for the recorded definition.
+
+    Returns
+    -------
+    dict
+        ``sha256``, ``n_files``, ``root`` (``"data.dicom_dir"``, ``"data.root"`` or
+        ``"the manifest's folder"``), ``split`` and ``definition`` (how it is computed).
+    """
+    import hashlib
+    import json
+    import os
+
+    from .reports import sha256_file
+
+    data = cfg.data
+    if data.dicom_dir is not None:
+        base, root_name = Path(data.dicom_dir), "data.dicom_dir"
+    elif data.root is not None:
+        base, root_name = Path(data.root), "data.root"
+    else:
+        base, root_name = Path(data.manifest).parent, "the manifest's folder"
+    base = base.resolve()
+    paths = [str(p) for p in table["path"]] if "path" in table.columns else []
+    if digests is None or len(digests) != len(paths):
+        digests = [sha256_file(p) if Path(p).is_file() else "absent" for p in paths]
+    pairs = []
+    for path, digest in zip(paths, digests, strict=True):
+        p = Path(path).resolve()
+        try:
+            rel = p.relative_to(base).as_posix()
+        except ValueError:
+            rel = Path(os.path.relpath(p, base)).as_posix()
+        pairs.append([rel, digest])
+    pairs.sort()
+    text = json.dumps(pairs, separators=(",", ":"), ensure_ascii=True)
+    return {
+        "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+        "n_files": len(pairs),
+        "root": root_name,
+        "split": split,
+        "definition": DATASET_DEFINITION.format(root=root_name, n=len(pairs), split=split),
+    }
 
 
 def select_split(table: pd.DataFrame, cfg: MedlensConfig, split: str | None) -> pd.DataFrame:

@@ -17,8 +17,11 @@ Output folder layout::
     dicom/<case>_<method>.dcm  gallery overlays as DICOM Secondary Capture (``dicom_sc``)
     .cache/                  content-addressed results of the heavy steps (StageCache)
 
-No file path or DICOM header value reaches the outputs apart from the configuration
-recorded in the provenance; case ids are the manifest's pseudonymous keys. The one
+No file path or DICOM header value reaches the outputs: the configuration recorded in
+the provenance gives its paths relative to the config's folder (else only their last
+part), the data set is identified by its hash (``sha256.dataset``: sorted relative paths
+and file hashes of the images read; ``sha256.labels``), and case ids are the manifest's
+pseudonymous keys. The one
 exception is ``include_identifiers=True`` (``--include-identifiers``), which the user
 must ask for: the gallery cases' patient ID and name are then shown next to their keys.
 """
@@ -42,16 +45,25 @@ from typing import IO, Any
 import numpy as np
 
 from ._errors import InputDataError, param_error
-from ._pipeline import CASE_COLUMNS, STATUS_OK, load_cases, predict_cases, select_split
+from ._pipeline import (
+    CASE_COLUMNS,
+    STATUS_OK,
+    dataset_fingerprint,
+    load_cases,
+    predict_cases,
+    select_split,
+)
 from .config import MedlensConfig
 
 __all__ = [
     "CACHE_DIR",
     "DEFAULT_GALLERY_METHODS",
     "PREDICTION_COLUMNS",
+    "PATH_WITHHELD",
     "CacheWarning",
     "RunResult",
     "StageCache",
+    "recorded_path",
     "run_pipeline",
     "select_gallery",
 ]
@@ -64,6 +76,9 @@ NOT_BINARY = (
 )
 NO_SCORED = "no case of the '{split}' split could be scored; see failure_reason in {file}"
 GALLERY_KINDS = ("true positive", "false positive", "false negative")
+#: Part of the gallery cache key: entries made before gallery maps had trust cards are
+#: not reused
+GALLERY_TRUST_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -179,6 +194,13 @@ def _agreement(maps: Sequence[Any]) -> float | None:
 
 TRUST_CHECKS = ("randomisation", "faithfulness", "stability", "anatomy")
 TRUST_NOT_CHECKED = "trust not checked (no explanation audit of this case and method)"
+#: Where a gallery map's trust card came from. The audit's card wins when the audit
+#: covers the case and method: it is the card behind the audit's own tables, so the
+#: report's gallery and audit section cannot disagree. Both are computed by
+#: ``case_trust_cards`` with the config's seed and the same masks, and agree (a test
+#: checks it); the gallery's own card (``medlens explain --trust``'s) covers the rest.
+TRUST_FROM_AUDIT = "explanation audit"
+TRUST_FROM_GALLERY = "gallery trust check (as medlens explain --trust)"
 
 
 def _trust_cards(audit: Mapping[str, Any] | None) -> dict[tuple[str, str], Mapping[str, Any]]:
@@ -190,6 +212,15 @@ def _trust_cards(audit: Mapping[str, Any] | None) -> dict[tuple[str, str], Mappi
     return cards
 
 
+def _input_mask(path: Any, geometry: Any) -> np.ndarray:
+    """A mask file (.npy, original grid) on the model-input grid; all False without one."""
+    from .xai._audit import mask_to_input
+
+    if not isinstance(path, str) or not Path(path).is_file():
+        return np.zeros(geometry.input_shape, bool)
+    return mask_to_input(np.load(path), geometry)
+
+
 def _explain_maps(
     cfg: MedlensConfig,
     model: Any,
@@ -197,9 +228,18 @@ def _explain_maps(
     ids: list[str],
     methods: Sequence[str],
     progress: bool,
+    masks: Sequence[Mapping[str, Any]] | None = None,
 ) -> tuple[dict[tuple[str, str], np.ndarray], dict[str, Any]]:
-    """Explanation maps (in the scan's geometry) of the gallery cases: the heavy step."""
+    """Explanation maps (in the scan's geometry) of the gallery cases and their trust cards.
+
+    Each map gets its per-case trust card (:func:`medlens.xai._audit.case_trust_cards`),
+    computed exactly as ``medlens explain --trust`` does: one case at a time, the config's
+    seed, the case's anatomy and lesion masks. The cards ride in ``meta`` (``trust``), so
+    they are cached with the maps.
+    """
     from . import xai
+    from .xai._audit import case_trust_cards
+    from .xai._trust import trust_label
 
     explainers = {m: xai.get_explainer(m, model.module, head=cfg.model.head) for m in methods}
     x, geometries = model.preprocess.batch(scans)
@@ -213,13 +253,33 @@ def _explain_maps(
     )
     maps: dict[tuple[str, str], np.ndarray] = {}
     meta: dict[str, Any] = {}
-    for case_id in ids:
+    for i, case_id in enumerate(ids):
+        paths = dict(masks[i]) if masks is not None else {}
+        anatomy = lesion = None
+        if any(isinstance(paths.get(c), str) for c in ("anatomy_mask", "lesion_mask")):
+            anatomy = _input_mask(paths.get("anatomy_mask"), geometries[i])[None]
+            lesion = _input_mask(paths.get("lesion_mask"), geometries[i])[None]
         for method, r in results[case_id].items():
             amap = r.maps_original[0][0] if r.maps_original is not None else r.maps[0, 0]
             maps[(case_id, method)] = np.asarray(amap)
+            cards, ev = case_trust_cards(
+                model.module,
+                x[i : i + 1],
+                r.maps[:, 0].astype(np.float64),
+                r.targets[:, 0],
+                case_ids=[case_id],
+                method=method,
+                head=cfg.model.head,
+                seed=cfg.seed,
+                batch_size=cfg.model.batch_size,
+                anatomy_masks=anatomy,
+                lesion_masks=lesion,
+            )
             meta[f"{case_id}\t{method}"] = {
                 "signed": bool(r.signed),
                 "evaluations": int(r.evaluations),
+                "trust_evaluations": int(sum(ev.values())),
+                "trust": {**cards[0].to_dict(), "label": trust_label(cards[0])},
             }
     return maps, meta
 
@@ -276,7 +336,9 @@ def _render_gallery(
             png = render_heatmap_overlay(pixels, np.asarray(amap), method=method)
             pngs[(case_id, method)] = png
             path = atomic_write_bytes(gallery_dir / f"{case_id}_{method}.png", png)
-            card = trust.get((case_id, method))
+            card, source = trust.get((case_id, method)), TRUST_FROM_AUDIT
+            if card is None and info.get("trust") is not None:
+                card, source = info["trust"], TRUST_FROM_GALLERY
             trusted = None if card is None else bool(card["trusted"])
             label = TRUST_NOT_CHECKED if card is None else str(card["label"])
             overlays.append(
@@ -288,6 +350,7 @@ def _render_gallery(
                     "evaluations": int(info["evaluations"]),
                     "trusted": trusted,
                     "trust_label": label,
+                    "trust_source": None if card is None else source,
                 }
             )
             failed = [] if card is None else [c for c in TRUST_CHECKS if card.get(c) == "fail"]
@@ -329,12 +392,53 @@ def _render_gallery(
 SALT_WITHHELD = "(withheld: secret)"
 
 
-def _recorded_config(cfg: MedlensConfig) -> dict[str, Any]:
+#: How a config path outside the config's folder is recorded (only its last part)
+PATH_WITHHELD = "<withheld>/{name}"
+_CONFIG_PATHS = (
+    ("output_dir",),
+    ("data", "manifest"),
+    ("data", "dicom_dir"),
+    ("data", "labels"),
+    ("data", "root"),
+    ("model", "path"),
+)
+
+
+def recorded_path(
+    path: str | Path, *, config_dir: str | Path | None, include_identifiers: bool = False
+) -> str:
+    """A config path as the provenance records it.
+
+    Folder names can carry identifiers (a patient's name, an accession number), so an
+    absolute path is recorded only with ``include_identifiers``. Otherwise a path inside
+    ``config_dir`` becomes relative to it (posix form) and any other path
+    :data:`PATH_WITHHELD` (its last part only); the files' contents are fingerprinted
+    separately (``sha256``).
+    """
+    p = Path(path)
+    if include_identifiers:
+        return str(p)
+    if config_dir is not None:
+        try:
+            return p.resolve().relative_to(Path(config_dir).resolve()).as_posix() or "."
+        except ValueError:
+            pass
+    return PATH_WITHHELD.format(name=p.name)
+
+
+def _recorded_config(
+    cfg: MedlensConfig,
+    *,
+    config_dir: str | Path | None = None,
+    include_identifiers: bool = False,
+) -> dict[str, Any]:
     """The config as recorded in the provenance.
 
     Institution names are replaced by placeholders, and the pseudonymisation salt is
     withheld: with the salt, anyone holding a list of patient IDs could re-link the
-    pseudonymous keys in the report to patients.
+    pseudonymous keys in the report to patients. Paths are recorded by
+    :func:`recorded_path` (relative to the config's folder; absolute only with
+    ``include_identifiers``).
     """
     dump = cfg.model_dump(mode="json")
     dump["data"]["pseudonym_salt"] = SALT_WITHHELD
@@ -344,6 +448,15 @@ def _recorded_config(cfg: MedlensConfig) -> dict[str, Any]:
             f"institution {k + 1} (name withheld)": code
             for k, code in enumerate(v for _, v in sorted(names.items()))
         }
+    for keys in _CONFIG_PATHS:
+        parent = dump
+        for k in keys[:-1]:
+            parent = parent.get(k) or {}
+        value = parent.get(keys[-1])
+        if isinstance(value, str):
+            parent[keys[-1]] = recorded_path(
+                value, config_dir=config_dir, include_identifiers=include_identifiers
+            )
     return dump
 
 
@@ -572,8 +685,11 @@ def _write_dicom_sc(
     model_name: str,
     include_identifiers: bool,
     say: Callable[[str], None],
+    uid_salt: str = "",
 ) -> list[Path]:
-    """Each gallery overlay as a DICOM Secondary Capture in the source study (new series)."""
+    """Each gallery overlay as a DICOM Secondary Capture: in the source study (new series)
+    with ``include_identifiers``, else de-identified with UIDs remapped under ``uid_salt``
+    (the project's pseudonymisation salt, so holders of the source cannot link them)."""
     from .reports import SourceReference, write_secondary_capture
     from .reports._dicom_sc import _PSEUDONYM_RE
 
@@ -602,6 +718,7 @@ def _write_dicom_sc(
                     derivation_description=(
                         f"medlens {method} explanation of model {model_name}, report {report_id}"
                     ),
+                    uid_salt=uid_salt,
                 )
             )
     return written
@@ -627,6 +744,7 @@ def run_pipeline(
     cache: bool = True,
     include_identifiers: bool = False,
     dicom_sc: bool = False,
+    config_dir: str | Path | None = None,
 ) -> RunResult:
     """Run ingest -> predict -> validate -> explain -> bundle -> PDF for one config.
 
@@ -674,6 +792,10 @@ def run_pipeline(
     dicom_sc : bool
         Write each gallery overlay as a DICOM Secondary Capture referencing the source
         study and image into ``OUT/dicom``.
+    config_dir : path, optional
+        The folder of the config file. The provenance records the config's paths
+        (data, model, output folder) relative to it when they lie inside it, else as
+        ``<withheld>/<name>``; absolute paths only with ``include_identifiers``.
 
     Returns
     -------
@@ -683,6 +805,10 @@ def run_pipeline(
     ------
     InputDataError
         If the head is not binary or no test case could be scored.
+    ExplanationError
+        If a method name is unknown (checked before any heavy work).
+    ConfigError
+        If the analysis plan is invalid (checked before any heavy work).
     """
     import pandas as pd
 
@@ -721,6 +847,13 @@ def run_pipeline(
         raise InputDataError("analysis plan not found", source=str(plan_path))
     if not cfg.model.head.type.startswith("binary"):
         raise InputDataError(NOT_BINARY.format(head=cfg.model.head.type))
+    # cheap checks before any heavy work: explainer names and the plan itself
+    from .validation import load_plan
+    from .xai import explainer_class
+
+    for name in (*methods, *audit_methods):
+        explainer_class(name)
+    load_plan(plan_path)
     say = log or (
         (lambda line: print(line, file=stream, flush=True)) if stream else (lambda line: None)
     )
@@ -730,6 +863,7 @@ def run_pipeline(
     store = StageCache(out / CACHE_DIR, read=cache, say=say)
     seconds: dict[str, float] = {}
     stages: dict[str, str] = {}
+    keys: dict[str, str] = {}  # stage -> cache key (the entry is OUT/.cache/<stage>-<key>.*)
     models: list[Any] = []
 
     def get_model() -> Any:
@@ -737,10 +871,11 @@ def run_pipeline(
             models.append(load_model(cfg.model, preprocess=cfg.preprocess))
         return models[0]
 
-    def report(stage: str, hit: bool, digest: str) -> None:
+    def report(stage: str, hit: bool, digest: str, key: str | None = None) -> None:
         stages[stage] = "cached" if hit else "computed"
         how = "cached" if hit else ("recomputed (--no-cache)" if not cache else "computed")
-        say(f"{stage}: {how} (sha {_short(digest)})")
+        key = key or keys.get(stage, "")
+        say(f"{stage}: {how} (cache key {_short(key)}, content SHA-256 {_short(digest)})")
 
     # ingest: the case table and the fingerprints of everything the predictions depend on
     t0 = time.perf_counter()
@@ -755,7 +890,7 @@ def run_pipeline(
 
     # predictions
     t0 = time.perf_counter()
-    pred_key = store.key(
+    pred_key = keys["predictions"] = store.key(
         "predictions",
         weights=weights_sha,
         model=model_settings,
@@ -806,7 +941,9 @@ def run_pipeline(
     # validation (+ the ROC band, computed from the same predictions and bootstrap settings)
     t0 = time.perf_counter()
     plan_sha = sha256_file(plan_path)
-    val_key = store.key("validation", predictions=predictions_sha, plan=plan_sha)
+    val_key = keys["validation"] = store.key(
+        "validation", predictions=predictions_sha, plan=plan_sha
+    )
     data = store.load("validation", val_key, "json")
     evidence = None
     if data is not None:
@@ -857,7 +994,9 @@ def run_pipeline(
     model_name = ""
     if picks and methods:
         pick_sha = [image_sha[i] if image_sha else "absent" for i, _ in picks]
-        gal_key = store.key(
+        mask_cols = [c for c in ("anatomy_mask", "lesion_mask") if c in test.columns]
+        pick_masks = [{c: test.at[i, c] for c in mask_cols} for i, _ in picks]
+        gal_key = keys["gallery"] = store.key(
             "gallery",
             weights=weights_sha,
             model=model_settings,
@@ -866,6 +1005,9 @@ def run_pipeline(
             seed=cfg.seed,
             cases=[[c, k] for c, (_, k) in zip(ids, picks, strict=True)],
             images=pick_sha,
+            trust=GALLERY_TRUST_VERSION,
+            batch_size=cfg.model.batch_size,
+            masks=[{c: _file_digest(m[c]) for c in mask_cols} for m in pick_masks],
         )
         if images is not None:
             scans = [images[i] for i, _ in picks]
@@ -884,14 +1026,20 @@ def run_pipeline(
                 maps, meta = _maps_from_bytes(data)
                 if set(maps) != {(c, m) for c in ids for m in methods}:
                     raise ValueError("it holds other cases or methods")
+                if any("trust" not in v for v in meta.values()):
+                    raise ValueError("it has no trust cards")
             except (ValueError, KeyError, OSError) as exc:
                 store.unusable("gallery", gal_key, "npz", str(exc))
                 data, maps, meta = None, None, None
         hit = data is not None
         if maps is None:
-            maps, meta = _explain_maps(cfg, get_model(), scans, ids, methods, progress)
+            maps, meta = _explain_maps(
+                cfg, get_model(), scans, ids, methods, progress, masks=pick_masks
+            )
             data = _maps_to_bytes(maps, meta)
             store.store("gallery", gal_key, "npz", data)
+            # read back: a fresh run uses exactly what a cached rerun will (NaN -> null)
+            maps, meta = _maps_from_bytes(data)
         report("gallery", hit, sha256_bytes(data))
         model_name = _model_name(cfg, models)
         entries, case_inputs, pngs = _render_gallery(
@@ -933,14 +1081,23 @@ def run_pipeline(
     files = {"model_weights": cfg.model.path, "predictions": predictions_csv, "plan": plan_path}
     if cfg.data.manifest is not None:
         files["manifest"] = cfg.data.manifest
+    if cfg.data.labels is not None:
+        files["labels"] = cfg.data.labels
+    dataset = dataset_fingerprint(
+        test, cfg, digests=image_sha, split=f"split {cfg.data.test_split!r}"
+    )
     prov = provenance(
         seeds={"run": cfg.seed, "bootstrap": int(evidence["plan"]["bootstrap"]["seed"])},
         files=files,
-        config=_recorded_config(cfg),
+        hashes={"dataset": dataset["sha256"]},
+        config=_recorded_config(
+            cfg, config_dir=config_dir, include_identifiers=include_identifiers
+        ),
         device=str(getattr(models[0], "device", "cpu")) if models else "cpu",
         extra={
             "model": {"name": model_name, "head": cfg.model.head.type},
             "identifiers_included": include_identifiers,
+            "dataset": {k: v for k, v in dataset.items() if k != "sha256"},
         },
     )
     bundle = write_bundle(
@@ -967,6 +1124,7 @@ def run_pipeline(
             model_name=model_name,
             include_identifiers=include_identifiers,
             say=say,
+            uid_salt=cfg.data.pseudonym_salt,
         )
         say(f"dicom: {len(dicom_files)} Secondary Capture object(s) -> {out / 'dicom'}")
     seconds["report"] = time.perf_counter() - t0
@@ -1036,7 +1194,7 @@ def _audit_stage(
     store: StageCache,
     pred_key: str,
     table: Any,
-    report: Callable[[str, bool, str], None],
+    report: Callable[..., None],
 ) -> dict[str, Any]:
     """The explanation audit of the test split (``medlens audit``), cached with its files.
 
@@ -1101,7 +1259,7 @@ def _audit_stage(
         data = _pack_audit(raw, files)
         store.store("audit", key, "zip", data)
     _write_files(out / "audit", files)
-    report("audit", hit, sha256_bytes(data))
+    report("audit", hit, sha256_bytes(data), key)
     return record
 
 

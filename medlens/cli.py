@@ -15,11 +15,12 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__, commands
+from ._cli_types import MedlensArgumentParser
 from ._errors import MedlensError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = MedlensArgumentParser(
         prog="medlens",
         description="Explain, audit and validate medical-imaging classifiers; write the evidence.",
     )
@@ -31,6 +32,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(message: str) -> str:
+    """A possibly multi-line error message as one line.
+
+    ``"head:\n  a: x\n  b: y"`` becomes ``"head: a: x; b: y"`` (a list of problems
+    under a heading, as config and plan validation word them).
+    """
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+    if len(lines) <= 1:
+        return lines[0] if lines else message
+    return f"{lines[0]} {'; '.join(lines[1:])}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -40,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except MedlensError as exc:
-        print(f"medlens {args.command}: error: {exc}", file=sys.stderr)
+        print(f"medlens {args.command}: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"medlens {args.command}: interrupted", file=sys.stderr)

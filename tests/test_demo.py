@@ -24,6 +24,7 @@ from medlens._demo import (
     run_demo,
 )
 from medlens._pipeline import load_cases, read_images
+from medlens._run import TRUST_FROM_AUDIT, TRUST_FROM_GALLERY
 from medlens.cli import main
 from medlens.config import load_config
 from medlens.model import load_model
@@ -117,16 +118,23 @@ def test_demo_writes_predictions_for_the_test_split(demo_run):
     trust = trust["gradcam"]["trust"]
     assert f"trusted maps gradcam {trust['n_trusted']}/{trust['n_cases']} " in cap["out"]
     # gallery maps carry the trust card of the audit (which covers every test case with
-    # Grad-CAM); methods the audit did not run are marked as not checked
+    # Grad-CAM); methods the audit did not run get the gallery's own trust check
     gallery = json.loads((out / "run" / "bundle" / "cases.json").read_text())["gallery"]
     overlays = [o for case in gallery for o in case["overlays"]]
     assert overlays
     for o in overlays:
-        if o["method"] == "gradcam":
-            assert o["trusted"] in (True, False)
-            assert o["trust_label"].startswith(("passed", "FAILED"))
-        else:
-            assert o["trusted"] is None and o["trust_label"].startswith("trust not checked")
+        assert o["trusted"] in (True, False)
+        assert o["trust_label"].startswith(("passed", "FAILED"))
+        assert o["trust_source"] == (
+            TRUST_FROM_AUDIT if o["method"] == "gradcam" else TRUST_FROM_GALLERY
+        )
+    # provenance: the data set is hashed, and paths are relative to the demo folder
+    prov = json.loads((out / "run" / "bundle" / "bundle.json").read_text())["provenance"]
+    assert re.fullmatch(r"[0-9a-f]{64}", prov["sha256"]["dataset"])
+    assert re.fullmatch(r"[0-9a-f]{64}", prov["sha256"]["labels"])
+    assert not Path(prov["config"]["data"]["dicom_dir"]).is_absolute()
+    assert prov["config"]["output_dir"] == "."
+    assert str(out.resolve()) not in (out / "run" / "bundle" / "bundle.json").read_text()
 
 
 def test_demo_scores_equal_a_direct_prediction(demo_run):

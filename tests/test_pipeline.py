@@ -139,3 +139,84 @@ def test_predict_command_bad_config_is_one_line(tmp_path, capsys):
     assert main(["predict", "--config", str(cfg)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("medlens predict: error: ") and "Traceback" not in err
+
+
+def _copy_cohort(cohort, tmp_path: Path):
+    import shutil
+
+    root = tmp_path / "cohort"
+    shutil.copytree(cohort.root, root)
+    cfg = demo_config(cohort=cohort).model_dump(mode="json")
+    cfg["data"]["dicom_dir"] = str(root / "dicom")
+    cfg["data"]["labels"] = str(root / Path(cohort.ground_truth).name)
+    cfg["output_dir"] = str(tmp_path / "out")
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return root, path
+
+
+def test_failed_cases_keep_their_keys_and_cohort(cohort, tmp_path):
+    """A duplicate SOP Instance UID (header readable) keeps the header's keys and cohort
+    with a case id of its own; an unreadable header gets a path key and an explicit
+    unknown patient; `medlens validate` counts both instead of refusing the table."""
+    from medlens._pipeline import UNKNOWN_KEY
+    from medlens.config import load_config
+    from medlens.io import pseudonymize
+
+    root, cfg_path = _copy_cohort(cohort, tmp_path)
+    gt = pd.read_csv(cohort.ground_truth)
+    test_paths = sorted(gt.loc[gt["split"] == "test", "path"])
+    dup_src, dup_dst, garbled = (root / p for p in test_paths[:3])
+    reference = load_cases(load_config(cfg_path)).table.set_index("path")
+    dup_dst.write_bytes(dup_src.read_bytes())
+    garbled.write_bytes(b"not a DICOM file at all")
+    cfg = load_config(cfg_path)
+    table = load_cases(cfg).table.set_index("path")
+    assert table["case_id"].is_unique
+
+    dup = table.loc[str(dup_dst.resolve())]
+    assert dup["status"] == "failed"
+    assert dup["failure_reason"].startswith("duplicate SOP Instance UID")
+    original = reference.loc[str(dup_src.resolve())]
+    for col in ("patient_key", "study_key", "site", "manufacturer", "sex", "age_band"):
+        assert dup[col] == original[col], col
+    rel = dup_dst.resolve().relative_to((root / "dicom").resolve()).as_posix()
+    assert dup["case_id"] == pseudonymize(rel, salt=cfg.data.pseudonym_salt, prefix="case-")
+
+    bad = table.loc[str(garbled.resolve())]
+    rel = garbled.resolve().relative_to((root / "dicom").resolve()).as_posix()
+    key = pseudonymize(rel, salt=cfg.data.pseudonym_salt, prefix="case-")
+    assert bad["status"] == "failed" and bad["case_id"] == key
+    assert bad["patient_key"] == f"{UNKNOWN_KEY}-{key.removeprefix('case-')}"
+    assert bad["site"] == "missing" and bad["split"] == "test"
+
+    pred = tmp_path / "pj.csv"
+    args = ["predict", "--config", str(cfg_path), "--split", "test", "--no-progress"]
+    assert main([*args, "--out", str(pred)]) == 0
+    out = pd.read_csv(pred)
+    failed = out[out["status"] == "failed"]
+    assert len(failed) == 2
+    assert failed[["case_id", "patient_key", "study_key", "site"]].notna().all().all()
+    assert out["case_id"].is_unique
+    plan = Path(__file__).resolve().parents[1] / "configs" / "plan.yaml"
+    code = main(["validate", str(pred), "--plan", str(plan), "--out", str(tmp_path / "v")])
+    assert code == 0
+    import json
+
+    ev = json.loads((tmp_path / "v" / "evidence.json").read_text())
+    assert ev["failed_cases"]["n_failed"] == 2
+
+
+def test_scan_keeps_header_rows_of_skipped_files(tmp_path):
+    from medlens.io import scan_dicom_folder
+
+    cohort = make_synthetic_cohort(tmp_path / "c", n_patients=2, image_size=32)
+    files = sorted((cohort.root / "dicom").rglob("*.dcm"))
+    copy = files[0].with_name("zz_copy.dcm")
+    copy.write_bytes(files[0].read_bytes())
+    manifest = scan_dicom_folder(cohort.root / "dicom", salt="s" * 8)
+    assert [Path(s.path).name for s in manifest.skipped] == ["zz_copy.dcm"]
+    row = manifest.skipped_headers[str(copy.resolve())]
+    kept = manifest.table.set_index("path").loc[str(files[0].resolve())]
+    assert row["patient_key"] == kept["patient_key"] and row["case_id"] != kept["case_id"]
+    assert row["case_id"].startswith("case-")

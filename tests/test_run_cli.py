@@ -277,7 +277,15 @@ def test_rerun_skips_cached_steps_and_gives_identical_bytes(
     assert counted == {"predict": 0, "validate": 0, "explain": 0}
     err = capsys.readouterr().err
     for stage in ("predictions", "validation", "gallery"):
-        assert re.search(rf"^{stage}: cached \(sha [0-9a-f]{{12}}\)$", err, re.M), stage
+        m = re.search(
+            rf"^{stage}: cached \(cache key ([0-9a-f]{{12}}), content SHA-256 ([0-9a-f]{{12}})\)$",
+            err,
+            re.M,
+        )
+        assert m, stage
+        # the printed key names the cache entry; the content hash is that entry's bytes
+        (entry,) = [p for p in (out / ".cache").glob(f"{stage}-{m[1]}*") if p.suffix != ".sha256"]
+        assert (out / ".cache" / (entry.name + ".sha256")).read_text().startswith(m[2])
     _same_outputs(primed, out)
 
 
@@ -442,17 +450,23 @@ def test_dicom_sc_overlays_reference_the_source_and_pass_dciodvfy(
         f"{g['case_id']}_{o['method']}.dcm" for g in cases["gallery"] for o in g["overlays"]
     )
     assert [f.name for f in files] == expected
-    sources = {}
+    source_uids: set[str] = set()
     for path in sorted(Path(cohort.dicom_dir).rglob("*.dcm")):
         ds = pydicom.dcmread(path, stop_before_pixels=True)
-        sources[ds.SOPInstanceUID] = ds
+        source_uids |= {ds.SOPInstanceUID, ds.StudyInstanceUID, ds.SeriesInstanceUID}
+    studies: dict[str, set[str]] = {}
     for f in files:
         sc = pydicom.dcmread(f)
-        src = sources[sc.SourceImageSequence[0].ReferencedSOPInstanceUID]
-        assert sc.StudyInstanceUID == src.StudyInstanceUID
-        assert sc.SeriesInstanceUID != src.SeriesInstanceUID
-        assert sc.PatientID == f.name.split("_")[0]  # the pseudonymous key
+        case = f.name.split("_")[0]
+        # de-identified (no --include-identifiers): no UID of the source is kept, the
+        # source image is referenced by a remapped UID, one pseudonymous study per case
+        assert sc.SourceImageSequence[0].ReferencedSOPInstanceUID not in source_uids
+        assert sc.StudyInstanceUID not in source_uids
+        assert sc.SeriesInstanceUID not in source_uids
+        studies.setdefault(case, set()).add(sc.StudyInstanceUID)
+        assert sc.PatientID == case  # the pseudonymous key
         assert sc.pixel_array.shape[2] == 3
+    assert all(len(v) == 1 for v in studies.values())
     assert scan_for_identifiers([out / "dicom"], _markers(cohort)) == []
     exe = shutil.which("dciodvfy")
     if exe is None:
@@ -531,7 +545,7 @@ def test_audit_step_is_cached(run_out, primed, tmp_path, counted, monkeypatch, c
     assert main(_args(root, plan, out, "--audit-methods", "gradcam")) == 0
     assert calls == [(("gradcam",), None, 0)]
     err = capsys.readouterr().err
-    assert "audit: computed (sha" in err and "audit: cached (sha" in err
+    assert "audit: computed (cache key" in err and "audit: cached (cache key" in err
     assert _audit_files(out) == AUDIT_FILES
     assert {p: (out / p).read_bytes() for p in OUTPUTS} == fresh
     assert json.loads((out / "bundle/explanation_audit.json").read_text())["n_cases"] == 3
@@ -700,3 +714,168 @@ def test_changed_image_or_seed_recomputes_only_what_depends_on_it(
     # only the entries of the last run are left (older keys of each step were pruned)
     for stage, ext in (("predictions", "csv"), ("validation", "json"), ("gallery", "npz")):
         assert len(list((out / ".cache").glob(f"{stage}-*.{ext}"))) == 1, stage
+
+
+def test_provenance_hashes_the_dataset_and_withholds_absolute_paths(ran: Path, run_out) -> None:  # noqa: ANN001
+    import hashlib
+
+    from medlens._demo import demo_config
+    from medlens._pipeline import dataset_fingerprint, load_cases, select_split
+    from medlens.reports import sha256_file
+
+    root, cohort, _ = run_out
+    prov = json.loads((ran / "bundle" / "bundle.json").read_text())["provenance"]
+    cfg = demo_config(cohort=cohort)
+    test = select_split(load_cases(cfg).table, cfg, "test")
+    # independent reference: sorted (relative path, file SHA-256) pairs as JSON
+    base = Path(cfg.data.dicom_dir).resolve()
+    pairs = sorted(
+        [Path(p).resolve().relative_to(base).as_posix(), sha256_file(p)] for p in test["path"]
+    )
+    want = hashlib.sha256(json.dumps(pairs, separators=(",", ":")).encode()).hexdigest()
+    assert prov["sha256"]["dataset"] == want == dataset_fingerprint(test, cfg)["sha256"]
+    assert prov["dataset"]["n_files"] == len(test) and "relative" in prov["dataset"]["definition"]
+    assert prov["sha256"]["labels"] == sha256_file(cfg.data.labels)
+    # a changed image changes the digest; moving the folder does not
+    moved = root / "moved"
+    shutil.copytree(base, moved / "dicom")
+    cfg2 = cfg.model_copy(
+        update={"data": cfg.data.model_copy(update={"dicom_dir": moved / "dicom"})}
+    )
+    t2 = test.assign(
+        path=[str(moved / "dicom" / Path(p).resolve().relative_to(base)) for p in test["path"]]
+    )
+    assert dataset_fingerprint(t2, cfg2)["sha256"] == want
+    first = Path(t2["path"].iloc[0])
+    first.write_bytes(first.read_bytes() + b"\0")
+    assert dataset_fingerprint(t2, cfg2)["sha256"] != want
+    shutil.rmtree(moved)
+
+    recorded = prov["config"]
+    assert recorded["data"]["dicom_dir"] == "cohort/dicom"
+    assert recorded["data"]["labels"] == "cohort/" + Path(cfg.data.labels).name
+    assert recorded["model"]["path"] == "<withheld>/" + Path(cfg.model.path).name
+    text = (ran / "bundle" / "bundle.json").read_text()
+    assert str(root) not in text and str(Path(cfg.model.path).parent) not in text
+    pdf = " ".join(p.extract_text() for p in PdfReader(str(ran / "report.pdf")).pages)
+    assert str(root) not in " ".join(pdf.split())
+
+
+def test_recorded_paths_are_absolute_only_with_identifiers(tmp_path: Path) -> None:
+    from medlens._run import recorded_path
+
+    inside = tmp_path / "data" / "dicom"
+    assert recorded_path(inside, config_dir=tmp_path) == "data/dicom"
+    assert recorded_path("/srv/pacs/DOE_JOHN/dicom", config_dir=tmp_path) == "<withheld>/dicom"
+    assert recorded_path(inside, config_dir=None) == "<withheld>/dicom"
+    assert recorded_path(inside, config_dir=tmp_path, include_identifiers=True) == str(inside)
+
+
+def test_gallery_maps_get_trust_cards_without_an_audit(ran: Path) -> None:
+    from medlens._run import TRUST_FROM_GALLERY
+
+    cases = json.loads((ran / "bundle" / "cases.json").read_text())
+    for g in cases["gallery"]:
+        for o in g["overlays"]:
+            assert o["trusted"] in (True, False), o
+            assert o["trust_source"] == TRUST_FROM_GALLERY
+            assert "not checked" not in o["trust_label"]
+
+
+def test_bad_arguments_fail_before_any_work(run_out, tmp_path, monkeypatch, capsys) -> None:  # noqa: ANN001
+    import medlens._run as run_mod
+    from medlens._demo import demo_config
+    from medlens._errors import ExplanationError
+
+    root, cohort, plan = run_out
+
+    def boom(*a, **k):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("heavy work started")
+
+    monkeypatch.setattr(run_mod, "load_cases", boom)
+    out = tmp_path / "o"
+    args = _args(root, plan, out)
+
+    def last_error_line(argv: list[str]) -> str:
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2
+        return capsys.readouterr().err.strip().splitlines()[-1]
+
+    err = last_error_line([*args[:-3], "--methods", "gradcm", "--no-progress"])
+    assert err.startswith("medlens run: error: --methods: unknown name(s) 'gradcm' (did you mean")
+    err = last_error_line([*args, "--audit-methods", "shapp"])
+    assert err.startswith("medlens run: error: --audit-methods: unknown name(s) 'shapp'")
+    err = last_error_line([*args, "--gallery", "-1"])
+    assert err == "medlens run: error: --gallery: expected an integer >= 0, got -1"
+    bad_plan = tmp_path / "bad.yaml"
+    bad_plan.write_text("version: 1\nanalysis:\n  bootstrap: {replicates: 0\n")
+    assert main(_args(root, str(bad_plan), out)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"medlens run: error: {bad_plan}:4:1: not valid YAML: expected ',' or '}}', "
+        "but got '<stream end>'"
+    )
+    with pytest.raises(ExplanationError, match="did you mean 'gradcam'"):
+        run_pipeline(demo_config(cohort=cohort), plan, out, methods=["gradcm"])
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_fail_on_verdict_sets_the_exit_code(run_out, primed, tmp_path, counted, capsys) -> None:  # noqa: ANN001
+    root, _, _ = run_out
+    strict = tmp_path / "strict.yaml"
+    impossible = {
+        **PLAN,
+        "primary_endpoints": [{"metric": "sensitivity", "operator": ">=", "goal": 0.9999}],
+    }
+    strict.write_text(yaml.safe_dump(impossible), encoding="utf-8")
+    lenient = tmp_path / "lenient.yaml"
+    trivial = {
+        **PLAN,
+        "primary_endpoints": [{"metric": "sensitivity", "operator": ">=", "goal": 0.0}],
+    }
+    lenient.write_text(yaml.safe_dump(trivial), encoding="utf-8")
+    out = _copy(primed, tmp_path)
+    assert main(_args(root, str(strict), out)) == 0
+    assert "verdict fail" in capsys.readouterr().out
+    assert main(_args(root, str(strict), out, "--fail-on-verdict")) == 1
+    assert main(_args(root, str(lenient), out, "--fail-on-verdict")) == 0
+    assert "verdict pass" in capsys.readouterr().out
+    pred = str(out / "predictions.csv")
+    v = ["validate", pred, "--out", str(tmp_path / "v")]
+    assert main([*v, "--plan", str(strict)]) == 0
+    assert main([*v, "--plan", str(strict), "--fail-on-verdict"]) == 1
+    assert main([*v, "--plan", str(lenient), "--fail-on-verdict"]) == 0
+
+
+def test_gallery_trust_cards_agree_with_the_audit(run_out, primed, tmp_path) -> None:  # noqa: ANN001
+    """The audit's card wins where the audit covers a map; the gallery's own card (the
+    one `medlens explain --trust` gives) is the same statement for the same seed."""
+    from medlens._run import CACHE_DIR, TRUST_FROM_AUDIT, TRUST_FROM_GALLERY, _maps_from_bytes
+
+    root, _, plan = run_out
+    out = _copy(primed, tmp_path)
+    assert main(_args(root, plan, out, "--audit-methods", "gradcam")) == 0
+    cases = json.loads((out / "bundle" / "cases.json").read_text())
+    audit = json.loads((out / "bundle" / "explanation_audit.json").read_text())
+    audit_cards = {c["case"]: c for c in audit["methods"]["gradcam"]["trust"]["cards"]}
+    (entry,) = [p for p in (out / CACHE_DIR).glob("gallery-*.npz")]
+    _, meta = _maps_from_bytes(entry.read_bytes())
+    compared = 0
+    for g in cases["gallery"]:
+        for o in g["overlays"]:
+            own = meta[f"{g['case_id']}\t{o['method']}"]["trust"]
+            if o["method"] == "gradcam":
+                assert o["trust_source"] == TRUST_FROM_AUDIT
+                theirs = audit_cards[g["case_id"]]
+                for key in ("trusted", "label", "randomisation", "faithfulness", "anatomy"):
+                    assert own[key] == theirs[key], (g["case_id"], key)
+                # the audit explains its cases in one batch, the gallery one at a time:
+                # float32 convolutions differ in the last digits, the statements do not
+                for key in ("randomisation_spearman", "faithfulness_gap"):
+                    np.testing.assert_allclose(own[key], theirs[key], rtol=0, atol=1e-4)
+                compared += 1
+            else:
+                assert o["trust_source"] == TRUST_FROM_GALLERY
+                assert o["trust_label"] == own["label"]
+    assert compared >= 1

@@ -6,11 +6,13 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from .._cli_types import int_at_least
+
 __all__ = ["register", "run"]
 
 
 def register(sub: Any) -> None:
-    from .._demo import DEMO_IMAGE_SIZE, DEMO_N_PATIENTS, DEMO_SEED
+    from .._demo import DEMO_IMAGE_SIZE, DEMO_N_PATIENTS, DEMO_SEED, MIN_IMAGE_SIZE
 
     p = sub.add_parser(
         "demo",
@@ -30,7 +32,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--n-patients",
-        type=int,
+        type=int_at_least(1),
         default=DEMO_N_PATIENTS,
         help=f"patients in the cohort, 1-3 images each (default: {DEMO_N_PATIENTS})",
     )
@@ -41,16 +43,17 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--seed",
-        type=int,
+        type=int_at_least(0),
         default=DEMO_SEED,
         help=f"cohort seed (default: {DEMO_SEED}, the seed the demo models were trained with; "
         "their test patients are held out)",
     )
     p.add_argument(
         "--image-size",
-        type=int,
+        type=int_at_least(MIN_IMAGE_SIZE),
         default=DEMO_IMAGE_SIZE,
-        help=f"rows = columns of the generated images (default: {DEMO_IMAGE_SIZE})",
+        help=f"rows = columns of the generated images, at least {MIN_IMAGE_SIZE} "
+        f"(default: {DEMO_IMAGE_SIZE})",
     )
     p.add_argument(
         "--no-report",

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from .._cli_types import WindowAction
+
 __all__ = ["register", "run"]
 
 
@@ -22,6 +24,7 @@ def register(sub: Any) -> None:
         "--window",
         nargs=2,
         type=float,
+        action=WindowAction,
         metavar=("CENTER", "WIDTH"),
         help="VOI window in modality units (e.g. --window 40 400 for CT soft tissue)",
     )

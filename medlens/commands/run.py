@@ -7,9 +7,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .._cli_types import int_at_least, name_list
+
 __all__ = ["register", "run"]
 
 BAD_AUDIT = "not a JSON object; pass the explanation_audit.json written by `medlens audit`"
+
+
+def _explainer_names() -> list[str]:
+    from ..xai import list_explainers
+
+    return list(list_explainers())
 
 
 def register(sub: Any) -> None:
@@ -22,6 +30,9 @@ def register(sub: Any) -> None:
         "explain a small gallery of true positives, false positives and false negatives, "
         "write the evidence bundle (OUT/bundle), the regulatory report (OUT/report.pdf) and "
         "the clinician case reports (OUT/case_reports.pdf), then print the report's path. "
+        "Every gallery map carries a trust card: the explanation audit's where the audit "
+        "covers that case and method, else the same per-case check `medlens explain "
+        "--trust` makes (same seed, same statement). "
         "Intermediate results are cached by content in OUT/.cache: a rerun with nothing "
         "changed skips prediction, validation, audit and explanations. After a successful "
         "run, older cache entries of the steps it ran (other inputs or settings) are "
@@ -32,12 +43,13 @@ def register(sub: Any) -> None:
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument(
         "--gallery",
-        type=int,
+        type=int_at_least(0),
         default=2,
         help="gallery cases per kind (TP, FP, FN); 0 = no explanations (default: 2)",
     )
     p.add_argument(
         "--methods",
+        type=name_list(_explainer_names),
         default=",".join(DEFAULT_GALLERY_METHODS),
         help="comma-separated explainers for the gallery "
         f"(default: {','.join(DEFAULT_GALLERY_METHODS)})",
@@ -50,6 +62,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--audit-methods",
+        type=name_list(_explainer_names),
         default="",
         help="without --audit: run the explanation audit of the test split with these "
         "comma-separated explainers (files in OUT/audit; cached); default: no audit",
@@ -70,8 +83,15 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--dicom-sc",
         action="store_true",
-        help="also write each gallery overlay as a DICOM Secondary Capture in the source "
-        "study (new series) into OUT/dicom, for viewing beside the scan in a PACS",
+        help="also write each gallery overlay as a DICOM Secondary Capture into OUT/dicom: "
+        "with --include-identifiers in the source study (new series), for viewing beside "
+        "the scan in a PACS; otherwise de-identified, in a pseudonymous study per case",
+    )
+    p.add_argument(
+        "--fail-on-verdict",
+        action="store_true",
+        help="exit with status 1 when the plan's acceptance verdict is 'fail' (the report is "
+        "still written; default: exit 0 whatever the verdict, 2 on an input error)",
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     p.set_defaults(run=run)
@@ -82,15 +102,19 @@ def run(args: argparse.Namespace) -> int:
     from .._run import run_pipeline
     from ..config import load_config
     from ..reports import read_json
+    from ._plan_file import load_plan_for_cli
+    from .validate import verdict_exit_code
 
+    # cheap checks first: nothing is read or computed before the arguments are known good
+    load_plan_for_cli(args.plan)
     cfg = load_config(args.config)
     audit = None
     if args.audit is not None:
         audit = read_json(args.audit)
         if not isinstance(audit, dict):
             raise EvidenceError(BAD_AUDIT, source=str(args.audit))
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    audit_methods = [m.strip() for m in args.audit_methods.split(",") if m.strip()]
+    methods = list(args.methods)
+    audit_methods = list(args.audit_methods)
     result = run_pipeline(
         cfg,
         args.plan,
@@ -104,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
         cache=not args.no_cache,
         include_identifiers=args.include_identifiers,
         dicom_sc=args.dicom_sc,
+        config_dir=Path(args.config).resolve().parent,
     )
     print(f"medlens run: verdict {result.verdict}; bundle {result.bundle_dir}")
     if result.case_report_pdf is not None:
@@ -111,4 +136,4 @@ def run(args: argparse.Namespace) -> int:
     if result.dicom_files:
         print(f"DICOM Secondary Capture: {len(result.dicom_files)} file(s) in {args.out / 'dicom'}")
     print(result.report_pdf)
-    return 0
+    return verdict_exit_code(result.verdict, fail_on_verdict=args.fail_on_verdict)

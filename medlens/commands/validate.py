@@ -7,6 +7,8 @@ import argparse
 import sys
 import warnings
 
+from .._cli_types import float_between, int_at_least
+
 HELP = "validate predictions (CIs, cohorts, calibration, plan acceptance) and write evidence"
 
 
@@ -38,19 +40,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     q.add_argument(
         "--threshold",
-        type=float,
+        type=float_between(0, 1),
         help="fixed operating threshold (default 0.5; positive when score >= threshold)",
     )
     q.add_argument(
         "--test-split",
         help="analyse rows whose split column equals this (default 'test'; 'all' = every row)",
     )
-    q.add_argument("--replicates", type=int, help="bootstrap replicates (default 2000)")
-    q.add_argument("--seed", type=int, help="bootstrap seed (default 0)")
+    q.add_argument("--replicates", type=int_at_least(1), help="bootstrap replicates (default 2000)")
+    q.add_argument("--seed", type=int_at_least(0), help="bootstrap seed (default 0)")
     p.add_argument(
         "--timestamp",
         action="store_true",
         help="add provenance.generated_at (the JSON is then no longer byte-identical between runs)",
+    )
+    p.add_argument(
+        "--fail-on-verdict",
+        action="store_true",
+        help="exit with status 1 when the plan's acceptance verdict is 'fail' (for CI and "
+        "scripts; default: exit 0 whatever the verdict, 2 on an input error)",
     )
     p.set_defaults(run=run)
 
@@ -60,13 +68,14 @@ def run(args: argparse.Namespace) -> int:
         AnalysisPlan,
         UndefinedMetricWarning,
         evaluate,
-        load_plan,
         parse_plan,
         write_evidence,
     )
 
+    from ._plan_file import load_plan_for_cli
+
     if args.plan:
-        plan, digest = load_plan(args.plan)
+        plan, digest = load_plan_for_cli(args.plan)
     else:
         plan, digest = AnalysisPlan(), None
     raw = plan.model_dump(mode="json")
@@ -127,4 +136,9 @@ def run(args: argparse.Namespace) -> int:
         f"medlens validate: {report.overall.n} cases analysed; verdict: {verdict}; evidence: {paths['evidence']}",
         file=sys.stdout,
     )
-    return 0
+    return verdict_exit_code(verdict, fail_on_verdict=args.fail_on_verdict)
+
+
+def verdict_exit_code(verdict: object, *, fail_on_verdict: bool) -> int:
+    """1 when ``fail_on_verdict`` and the verdict is ``fail``, else 0."""
+    return 1 if fail_on_verdict and str(verdict).lower() == "fail" else 0

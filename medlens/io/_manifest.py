@@ -18,7 +18,7 @@ import pandas as pd
 from .._errors import InputDataError, MedlensError, UnreadableImageError
 from ._cohort import MISSING, _check_edges, age_band, cohort_attributes, pseudonymize
 
-__all__ = ["Manifest", "SkippedFile", "read_manifest", "scan_dicom_folder"]
+__all__ = ["Manifest", "SkippedFile", "path_key", "read_manifest", "scan_dicom_folder"]
 
 REQUIRED_COLUMNS = ("path", "label", "patient_id", "study_id")
 MISSING_COLUMNS = "missing required column(s) {missing}; the file has: {present}"
@@ -29,6 +29,7 @@ NOTHING_READABLE = (
     "no readable DICOM image in the folder ({n} file(s) skipped{example}); see Manifest.skipped"
 )
 NOT_A_FOLDER = "not a folder"
+DUPLICATE_SOP = "duplicate SOP Instance UID (the same image is stored twice)"
 RESERVED = "column {name!r} is produced by medlens; rename it in the CSV"
 _DIRECT_IDS = ("patient_id", "study_id", "patient_name", "birth_date", "accession_number")
 _SCAN_ORDER = (
@@ -68,11 +69,19 @@ class Manifest:
         Files that could not be used, with the reason.
     source : str
         The CSV file or folder the manifest came from.
+    skipped_headers : mapping of str to mapping
+        For skipped files whose header could be read (a non-image object, no pixel
+        data, a duplicate SOP Instance UID): path -> the pseudonymous row the file would
+        have had (``case_id``, ``patient_key``, ``study_key``, cohort columns), so that a
+        labelled file that fails keeps its keys and cohort. A duplicate gets a
+        ``case_id`` from its path relative to the folder, since its SOP Instance UID key
+        is taken by the copy kept.
     """
 
     table: pd.DataFrame = field(repr=False)
     skipped: tuple[SkippedFile, ...] = ()
     source: str = ""
+    skipped_headers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, repr=False)
 
     def __repr__(self) -> str:
         return (
@@ -201,11 +210,34 @@ def read_manifest(
     return Manifest(table=out.reset_index(drop=True), skipped=(), source=src)
 
 
+class _HeaderSkip(MedlensError):
+    """A file whose header was read but that is not a usable image (carries its row)."""
+
+    def __init__(self, message: str, *, source: str, row: dict[str, Any]) -> None:
+        super().__init__(message, source=source)
+        self.row = row
+
+
+def path_key(path: str | os.PathLike[str], root: str | os.PathLike[str], *, salt: str) -> str:
+    """Salted case key of a file from its path relative to ``root`` (posix form).
+
+    Stable across machines and mount points (the folder the data lie in does not enter
+    the key); used for files whose header gives no SOP Instance UID.
+    """
+    p, r = Path(path).resolve(), Path(root).resolve()
+    try:
+        rel = p.relative_to(r).as_posix()
+    except ValueError:
+        rel = Path(os.path.relpath(p, r)).as_posix()
+    return str(pseudonymize(rel, salt=salt, prefix="case-"))
+
+
 def _scan_one(
     path: Path,
     salt: str,
     edges: tuple[int, ...],
     site_names: Mapping[str, str] | None,
+    root: Path,
 ) -> dict[str, Any]:
     import pydicom
     from pydicom.errors import InvalidDicomError
@@ -223,19 +255,13 @@ def _scan_one(
         raise UnreadableImageError(
             f"cannot parse the DICOM header ({type(exc).__name__})", source=src
         ) from None
-    sop = str(ds.get("SOPClassUID", "") or "")
-    if sop in _NON_IMAGE_PIXELS:
-        raise UnreadableImageError(
-            NOT_AN_IMAGE.format(sop_class=sop_class_name(ds), what=_NON_IMAGE_PIXELS[sop]),
-            source=src,
-        )
-    if not ds.get("Rows") or not ds.get("Columns"):
-        raise UnreadableImageError(NO_PIXEL_DATA.format(sop_class=sop_class_name(ds)), source=src)
+    row: dict[str, Any] | None = None
+    bad_header: Exception | None = None
     try:
         attrs = cohort_attributes(ds, salt=salt, age_band_edges=edges, site_names=site_names)
         row = {
             "case_id": pseudonymize(ds.get("SOPInstanceUID"), salt=salt, prefix="case-")
-            or pseudonymize(src, salt=salt, prefix="case-"),
+            or path_key(path, root, salt=salt),
             "path": str(path.resolve()),
             "patient_key": pseudonymize(ds.get("PatientID"), salt=salt),
             "study_key": pseudonymize(ds.get("StudyInstanceUID"), salt=salt),
@@ -245,8 +271,20 @@ def _scan_one(
     except MedlensError:
         raise
     except Exception as exc:  # a malformed header value
+        bad_header = exc
+    sop = str(ds.get("SOPClassUID", "") or "")
+    reason = None
+    if sop in _NON_IMAGE_PIXELS:
+        reason = NOT_AN_IMAGE.format(sop_class=sop_class_name(ds), what=_NON_IMAGE_PIXELS[sop])
+    elif not ds.get("Rows") or not ds.get("Columns"):
+        reason = NO_PIXEL_DATA.format(sop_class=sop_class_name(ds))
+    if reason is not None:
+        if row is None:
+            raise UnreadableImageError(reason, source=src)
+        raise _HeaderSkip(reason, source=src, row=row)
+    if row is None:
         raise UnreadableImageError(
-            f"invalid header value ({type(exc).__name__})", source=src
+            f"invalid header value ({type(bad_header).__name__})", source=src
         ) from None
     return row
 
@@ -294,12 +332,16 @@ def scan_dicom_folder(
         raise InputDataError(NOT_A_FOLDER, source=str(root))
     rows: list[dict[str, Any]] = []
     skipped: list[SkippedFile] = []
+    headers: dict[str, dict[str, Any]] = {}
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         for name in sorted(filenames):
             path = Path(dirpath) / name
             try:
-                rows.append(_scan_one(path, salt, edges, site_names))
+                rows.append(_scan_one(path, salt, edges, site_names, root))
+            except _HeaderSkip as exc:
+                skipped.append(SkippedFile(str(path), exc.message))
+                headers[str(path.resolve())] = exc.row
             except MedlensError as exc:
                 skipped.append(SkippedFile(str(path), exc.message))
     if not rows:
@@ -310,9 +352,8 @@ def scan_dicom_folder(
     table = pd.DataFrame(rows)
     table = table[[c for c in _SCAN_ORDER if c in table.columns]]
     dup = table["case_id"].duplicated(keep="first")
-    for path in table.loc[dup, "path"]:
-        skipped.append(
-            SkippedFile(path, "duplicate SOP Instance UID (the same image is stored twice)")
-        )
+    for row in table.loc[dup].to_dict("records"):
+        skipped.append(SkippedFile(row["path"], DUPLICATE_SOP))
+        headers[row["path"]] = {**row, "case_id": path_key(row["path"], root, salt=salt)}
     table = table.loc[~dup].reset_index(drop=True)
-    return Manifest(table=table, skipped=tuple(skipped), source=str(root))
+    return Manifest(table=table, skipped=tuple(skipped), source=str(root), skipped_headers=headers)
