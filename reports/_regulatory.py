@@ -283,7 +283,7 @@ def _acceptance(ev: Mapping[str, Any], audit: Mapping[str, Any] | None) -> list[
             align = ["LEFT", "LEFT", "LEFT", "RIGHT", "RIGHT", "RIGHT", "RIGHT", "CENTER"]
         else:
             header = ["Endpoint", "Type", "Estimate", "95 % CI", "Goal", "Bound used"]
-            widths = [32, 18, 20, 28, 18, 36, 20]
+            widths = [37, 17, 19, 28, 18, 33, 20]
             align = ["LEFT", "LEFT", "RIGHT", "RIGHT", "RIGHT", "RIGHT", "CENTER"]
         story += data_table(
             [*header, "Outcome"],
