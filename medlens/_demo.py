@@ -117,11 +117,13 @@ class DemoResult:
 
 
 def _flagged(audit: dict) -> tuple[str, ...]:
-    """'method: column=value' for every cohort the explanation audit flagged."""
+    """'method: column=value (regions), ...' for every method whose audit flagged a cohort."""
+    from .commands.audit import flag_summary
+
     return tuple(
-        f"{method}: {f['cohort']}={f['value']}"
+        f"{method}: {flag_summary(rec['shortcut']['flagged_cohorts'])}"
         for method, rec in sorted(audit["methods"].items())
-        for f in rec["shortcut"]["flagged_cohorts"]
+        if rec["shortcut"]["flagged_cohorts"]
     )
 
 

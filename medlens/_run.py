@@ -320,7 +320,13 @@ def _render_gallery(
     identifiers: Mapping[str, Mapping[str, str]],
 ) -> tuple[list[dict[str, Any]], list[Any], dict[tuple[str, str], bytes]]:
     """Overlays (bundle PNGs), gallery entries of cases.json and case-report inputs."""
-    from .reports import CaseInput, CaseMap, render_heatmap_overlay, sha256_file
+    from .reports import (
+        CaseInput,
+        CaseMap,
+        failed_trust_reasons,
+        render_heatmap_overlay,
+        sha256_file,
+    )
     from .reports._atomic import atomic_write_bytes
 
     gallery_dir.mkdir(parents=True, exist_ok=True)
@@ -355,7 +361,10 @@ def _render_gallery(
             )
             failed = [] if card is None else [c for c in TRUST_CHECKS if card.get(c) == "fail"]
             note = f"failed: {', '.join(failed)}" if failed else ""
-            case_maps.append(CaseMap(method=method, overlay=png, trusted=trusted, note=note))
+            reasons = () if card is None else failed_trust_reasons(card)
+            case_maps.append(
+                CaseMap(method=method, overlay=png, trusted=trusted, note=note, reasons=reasons)
+            )
         score = float(table.at[i, "score"])
         agreement = _agreement([maps[(case_id, m)] for m in methods])
         entry: dict[str, Any] = {

@@ -192,6 +192,23 @@ def _task_text(task: str, classes: list[str]) -> str:
     )
 
 
+def _data_hash_rows(sha: Mapping[str, Any], dataset: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Cover rows that tie the report to its data: manifest, image files, labels."""
+    rows = []
+    if sha.get("manifest"):
+        rows.append(("Manifest SHA-256", str(sha["manifest"])))
+    if sha.get("dataset"):
+        what = f" ({dataset['n_files']} image files, {dataset.get('split', '')})".replace(
+            ", )", ")"
+        )
+        rows.append(
+            ("Dataset SHA-256", str(sha["dataset"]) + (what if dataset.get("n_files") else ""))
+        )
+    if sha.get("labels"):
+        rows.append(("Labels SHA-256", str(sha["labels"])))
+    return rows or [("Data SHA-256", "not recorded in this bundle")]
+
+
 def _cover(b: EvidenceBundle, ev: Mapping[str, Any], include_identifiers: bool) -> list[Any]:
     prov = b.provenance or {}
     sha = dict(prov.get("sha256") or {})
@@ -211,10 +228,7 @@ def _cover(b: EvidenceBundle, ev: Mapping[str, Any], include_identifiers: bool) 
             ("Model weights SHA-256", str(sha.get("model_weights", "–"))),
             ("Predictions SHA-256", str(evprov.get("input_sha256") or sha.get("predictions", "–"))),
             ("Plan SHA-256", str(evprov.get("plan_sha256") or sha.get("plan", "–"))),
-            (
-                "Manifest SHA-256",
-                str(sha.get("manifest", "not applicable (no manifest file; DICOM folder scanned)")),
-            ),
+            *_data_hash_rows(sha, prov.get("dataset") or {}),
             ("medlens", str(prov.get("medlens_version", "–"))),
             ("Versions", versions),
             (

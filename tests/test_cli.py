@@ -65,6 +65,18 @@ def _argparse_error(argv: list[str], capsys) -> str:
         ),
         (["demo", "--seed", "x"], "medlens demo: error: --seed: expected an integer >= 0, got x"),
         (
+            ["audit", "--config", "c.yaml", "--out", "o", "--max-cases", "0"],
+            "medlens audit: error: --max-cases: expected an integer >= 1, got 0",
+        ),
+        (
+            ["explain", "--config", "c.yaml", "--case", "x", "--seed", "-1"],
+            "medlens explain: error: --seed: expected an integer >= 0, got -1",
+        ),
+        (
+            ["explain", "--config", "c.yaml", "--case", "x", "--batch-size", "0"],
+            "medlens explain: error: --batch-size: expected an integer >= 1 or 'auto', got '0'",
+        ),
+        (
             ["inspect", "f.dcm", "--window", "2048", "-5"],
             "medlens inspect: error: --window: expected CENTER WIDTH with WIDTH > 0, got 2048 -5",
         ),

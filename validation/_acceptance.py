@@ -121,9 +121,13 @@ def _test_clusters(inputs: CaseInputs, pop: Population) -> np.ndarray:
     """Patient codes of the test population (failed cases included), in the sorted order
     of the patient ids as the main analysis codes them."""
     col = inputs.cols["patient"]
-    if col:
-        return patient_codes(inputs.frame[col].iloc[pop.test_idx])
-    return np.arange(pop.test_idx.size)
+    if not col:
+        return np.arange(pop.test_idx.size)
+    ids = inputs.frame[col].iloc[pop.test_idx].astype(object)
+    missing = ids.isna().to_numpy()
+    # a failed/indeterminate case without a patient id is its own patient (sorted last)
+    ids[missing] = [f"\U0010ffffmissing-{i}" for i in np.flatnonzero(missing)]
+    return patient_codes(ids)
 
 
 def _test_strata(inputs: CaseInputs, pop: Population) -> np.ndarray | None:

@@ -127,7 +127,7 @@ def _clusters(inputs: CaseInputs, sub: pd.DataFrame, n: int) -> tuple[np.ndarray
     col = inputs.cols["patient"]
     if not col:
         return np.arange(n), False
-    pid = inputs.frame[col]
+    pid = inputs.frame[col][inputs.ok]  # a failed case without a patient id is still counted
     if pid.isna().any():
         raise InputDataError(
             MISSING_PATIENT.format(count=int(pid.isna().sum()), col=col), source=inputs.source

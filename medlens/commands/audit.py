@@ -8,6 +8,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from medlens._cli_types import int_at_least
+
 HELP = "audit explanation quality on the test split and look for shortcuts per cohort"
 NO_OK_CASES = "no readable case in the test split; nothing to audit"
 REGION_SYNTAX = (
@@ -63,8 +65,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="gradcam,integrated_gradients,saliency",
         help="comma-separated explanation methods (default: gradcam,integrated_gradients,saliency)",
     )
-    p.add_argument("--max-cases", type=int, default=200, help="cases sampled (default 200)")
-    p.add_argument("--seed", type=int, default=0, help="sampling and randomisation seed")
+    p.add_argument(
+        "--max-cases", type=int_at_least(1), default=200, help="cases sampled (default 200)"
+    )
+    p.add_argument(
+        "--seed", type=int_at_least(0), default=0, help="sampling and randomisation seed"
+    )
     p.add_argument(
         "--region",
         action="append",

@@ -20,6 +20,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from medlens._cli_types import int_at_least
+
 __all__ = ["register", "run", "trust_title"]
 
 DEFAULT_METHODS = "gradcam,integrated_gradients,lime,shap"
@@ -74,7 +76,9 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--out", type=Path, default=None, help="output folder (default: <output_dir>/explanations)"
     )
-    p.add_argument("--seed", type=int, default=None, help="seed (default: the config's seed)")
+    p.add_argument(
+        "--seed", type=int_at_least(0), default=None, help="seed (default: the config's seed)"
+    )
     p.add_argument(
         "--batch-size",
         type=_batch_size,

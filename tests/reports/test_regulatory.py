@@ -610,3 +610,16 @@ def test_executive_summary_and_limitations_state_the_qualifying_findings(
     plain = _text(write_regulatory_report(bundle_dir, tmp_path / "plain.pdf"))
     if not qualifying_findings(b.validation):
         assert not any("Findings that qualify the verdict" in p for p in plain)
+
+
+def test_cover_ties_the_report_to_its_data() -> None:
+    from medlens.reports._regulatory import _data_hash_rows
+
+    sha = {"dataset": "d" * 64, "labels": "l" * 64}
+    rows = dict(_data_hash_rows(sha, {"n_files": 95, "split": "split 'test'"}))
+    assert rows == {
+        "Dataset SHA-256": "d" * 64 + " (95 image files, split 'test')",
+        "Labels SHA-256": "l" * 64,
+    }
+    assert dict(_data_hash_rows({"manifest": "m" * 64}, {})) == {"Manifest SHA-256": "m" * 64}
+    assert _data_hash_rows({}, {}) == [("Data SHA-256", "not recorded in this bundle")]

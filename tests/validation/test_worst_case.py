@@ -121,3 +121,27 @@ def test_failed_positive_counts_for_sensitivity_and_npv():
 
 def test_relevant_class_table():
     assert RELEVANT_CLASS == {"sensitivity": 1, "npv": 1, "specificity": 0, "ppv": 0}
+
+
+def test_failed_case_without_patient_id_is_counted_not_rejected():
+    df = predictions_frame()
+    test = np.flatnonzero(df["split"].to_numpy() == "test")
+    failed = test[[0, 1]]
+    df["status"] = "ok"
+    df.loc[failed, "status"] = "failed"
+    df.loc[failed, "score"] = np.nan
+    with_ids = evaluate(df, plan())
+    df.loc[failed, "patient_key"] = np.nan
+    without = evaluate(df, plan())
+    # the main analysis is unchanged; each id-less failed case is its own patient
+    for a, b in zip(with_ids.criteria, without.criteria, strict=True):
+        assert _main(a) == _main(b)
+        assert b.worst_case["n_counted_as_errors"] == a.worst_case["n_counted_as_errors"]
+    assert (
+        sum(c.worst_case["n_counted_as_errors"] for c in without.criteria if c.metric == "accuracy")
+        == 2
+    )
+    # an analysed (ok) case without a patient id is still an error
+    df.loc[test[2], "patient_key"] = np.nan
+    with pytest.raises(Exception, match="no patient id"):
+        evaluate(df, plan())
