@@ -318,8 +318,10 @@ def _render_gallery(
     model_name: str,
     trust: Mapping[tuple[str, str], Mapping[str, Any]],
     identifiers: Mapping[str, Mapping[str, str]],
+    class_names: Sequence[str] = ("negative", "positive"),
 ) -> tuple[list[dict[str, Any]], list[Any], dict[tuple[str, str], bytes]]:
-    """Overlays (bundle PNGs), gallery entries of cases.json and case-report inputs."""
+    """Overlays (bundle PNGs), gallery entries of cases.json and case-report inputs;
+    ``class_names`` = (negative, positive) names of the binary head."""
     from .reports import (
         CaseInput,
         CaseMap,
@@ -385,12 +387,15 @@ def _render_gallery(
                 scan=pixels,
                 score=score,
                 threshold=threshold,
-                predicted_class="positive" if score >= threshold else "negative",
+                predicted_class=class_names[int(score >= threshold)],
                 maps=tuple(case_maps),
                 agreement=agreement,
                 threshold_source=threshold_source,
                 model_name=model_name,
-                notes=(f"gallery: {kind} (reference label {int(table.at[i, 'label'])})",),
+                notes=(
+                    f"Shown in the report's gallery as a {kind} "
+                    f"(reference standard: {class_names[int(table.at[i, 'label'])]}).",
+                ),
                 identifiers=ident,
                 identifiers_requested=bool(identifiers),
             )
@@ -1065,6 +1070,7 @@ def run_pipeline(
             model_name,
             _trust_cards(audit),
             _identifiers(test, picks, ids) if include_identifiers else {},
+            tuple(cfg.model.head.class_names[-2:]),
         )
     seconds["explain"] = time.perf_counter() - t0
     say(f"explained {len(entries)} gallery case(s) with {', '.join(methods) or 'no method'}")

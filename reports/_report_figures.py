@@ -9,6 +9,7 @@ operating points and bins are drawn as given.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -545,7 +546,8 @@ def flow_figure(
         *split("failed"),
     ]
     for reason, count in list(failed_reasons)[:4]:
-        lines.append(f"  {reason[:40]}: {count}")
+        # whole words only: a reason cut mid-word ("27768 bytes where : 1") misleads
+        lines.append(f"  {textwrap.shorten(reason, width=46, placeholder=' …')}: {count}")
     lines += [f"indeterminate: {indeterminate}", *split("indeterminate")]
     ax.text(7.4, 3.6, "\n".join(lines), ha="center", va="center", fontsize=7.5, bbox=ex)
     ax.text(
