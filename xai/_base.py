@@ -3,8 +3,10 @@
 Every method is one small subclass of :class:`Explainer` that implements one hook,
 ``_attribute``. The base class validates the input once, resolves targets (index, class
 name, predicted class, every positive finding of a multi-label head), chunks the work by
-``batch_size`` (for the forward-only perturbation methods, ``batch_size=None`` means the
-chunk measured fastest for this model, device and input shape, see ``_chunking``), moves
+``batch_size`` (for the forward-only perturbation methods and the gradient methods with many
+rows per image, ``batch_size=None`` means the chunk and layout measured fastest for this
+model, device and input shape, see ``_chunking``), scores the images in the forward pass that
+computes the gradient where one pass serves both (saliency, input x gradient, Grad-CAM), moves
 tensors to the model's device, halves the chunk on a CUDA out-of-memory error, counts model
 evaluations, restores hooks and train/eval state even when an exception is raised, and
 packs a frozen :class:`ExplanationResult`.
@@ -138,7 +140,9 @@ class CostPlan:
         Registry name.
     evaluations : int
         Model evaluations (image rows through forward, each with one backward for gradient
-        methods), including the one forward that scores the images.
+        methods), including the one forward that scores the images (saliency, input x
+        gradient and the gradient CAMs with one target per image score each image in the
+        pass that computes its map, so they need no separate one).
     rows_per_forward : int
         Most rows in one forward pass with the requested ``batch_size``.
     peak_memory_bytes : int
@@ -359,6 +363,12 @@ class Explainer(abc.ABC):
     fidelity_param: ClassVar[str | None] = None
     #: forward-only perturbation method: ``batch_size=None`` uses the measured chunk size
     auto_chunk: ClassVar[bool] = False
+    #: gradient method with many rows per image: ``batch_size=None`` uses the chunk size and
+    #: layout measured fastest for forward + backward passes
+    auto_chunk_grad: ClassVar[bool] = False
+    #: one forward + backward per image whose forward also scores it (see
+    #: ``_scored_attribute``): one model evaluation per image instead of two
+    folds_scoring: ClassVar[bool] = False
 
     def __init__(self, model: nn.Module, *, head: Any | None = None) -> None:
         if not isinstance(model, nn.Module):
@@ -394,6 +404,15 @@ class Explainer(abc.ABC):
     def _evaluations_per_job(self, n_targets: int, spatial: tuple[int, ...], channels: int) -> int:
         """Model evaluations for one job (one image with its targets)."""
         return 1
+
+    def _scored_attribute(self, x: Tensor, pick: Callable[[Tensor], Tensor]) -> Tensor:
+        """Maps for a chunk of images from one forward pass that also scores them.
+
+        For methods with ``folds_scoring``: run the model on ``x`` with grad, call
+        ``pick(logits)`` to get the targets (B, 1) on the model's device (it checks and
+        records the logits), and return the maps (B, 1, *spatial) for those targets.
+        """
+        raise NotImplementedError
 
     def _setup_evaluations(self, x: Tensor) -> int:
         """Evaluations spent once per input shape before the jobs (e.g. a layer probe)."""
@@ -450,7 +469,10 @@ class Explainer(abc.ABC):
             Most images or perturbations per forward pass. None: for the forward-only
             perturbation methods (LIME, SHAP, occlusion, Score-CAM) the chunk that a short
             probe, timed once per model, device and input shape in this process, found
-            cheapest per row; for the other methods as many as the work has. Results do not
+            cheapest per row; for the gradient methods with many rows per image (Integrated
+            Gradients, SmoothGrad, GradientSHAP, DeepLift) the same with forward + backward
+            passes, once the job has enough rows to be worth a probe; for the other
+            methods as many as the work has. Results do not
             depend on it beyond float32 rounding of the model outputs (the measured choice
             is kept for the process, so repeated runs are bit-identical); the chunk used is
             recorded in ``params['batch_size_used']`` and the layout in
@@ -487,12 +509,19 @@ class Explainer(abc.ABC):
         device = self.device
         counter = _Counter()
         handle = self.model.register_forward_hook(counter)
+        self._channels_last = False
         try:
             with eval_mode(self.model):
-                scores_all, targets = self._resolve(x_all, target, batch_size, device)
-                n, t = targets.shape
-                self._reset(n, t)
-                maps, used = self._run_jobs(x_all, targets, batch_size, seed, device, counter)
+                folded = None
+                if self._folds(target):
+                    folded = self._explain_folded(x_all, target, batch_size, device)
+                if folded is not None:
+                    scores_all, targets, maps, used = folded
+                else:
+                    scores_all, targets = self._resolve(x_all, target, batch_size, device)
+                    n, t = targets.shape
+                    self._reset(n, t)
+                    maps, used = self._run_jobs(x_all, targets, batch_size, seed, device, counter)
         finally:
             handle.remove()
         maps_np = maps.numpy().astype(np.float32, copy=False)
@@ -504,7 +533,11 @@ class Explainer(abc.ABC):
             "seed": seed,
             "batch_size": batch_size,
             "batch_size_used": used,
-            **({"channels_last": self._channels_last} if self.auto_chunk else {}),
+            **(
+                {"channels_last": self._channels_last}
+                if self.auto_chunk or self.auto_chunk_grad
+                else {}
+            ),
             "score": "logit" if self.head is None else "probability",
         }
         original = None
@@ -542,12 +575,15 @@ class Explainer(abc.ABC):
         setup = self._setup_evaluations(x)
         per_job = self._evaluations_per_job(t if self.shares_targets else 1, spatial, x.shape[1])
         jobs = n if self.shares_targets else n * t
-        evaluations = n + setup + jobs * per_job
-        if batch_size is None and self.auto_chunk:
+        scoring = 0 if self._folds(target) else n
+        evaluations = scoring + setup + jobs * per_job
+        if batch_size is None and (self.auto_chunk or self.auto_chunk_grad):
             with eval_mode(self.model):
-                rows = forward_plan(self.model, x[:1].to(device), jobs * per_job).rows
+                rows = forward_plan(
+                    self.model, x[:1].to(device), jobs * per_job, backward=self.auto_chunk_grad
+                ).rows
         elif batch_size is None:
-            rows = evaluations - n
+            rows = evaluations - scoring
         else:
             rows = min(batch_size, max(per_job, 1))
         rows = max(1, rows)
@@ -654,11 +690,15 @@ class Explainer(abc.ABC):
                     step = max(1, min(step, x.shape[0]) // 2)
                     continue
                 i += chunk.shape[0]
-                if not isinstance(out, Tensor) or out.ndim != 2:
-                    shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-                    raise ExplanationError(BAD_OUTPUT.format(shape=shape))
-                outs.append(out.float().cpu())
-        logits = torch.cat(outs)
+                outs.append(self._check_logits(out))
+        return torch.cat(outs)
+
+    def _check_logits(self, out: Any) -> Tensor:
+        """The model's output as float32 logits on the CPU, checked against the head."""
+        if not isinstance(out, Tensor) or out.ndim != 2:
+            shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            raise ExplanationError(BAD_OUTPUT.format(shape=shape))
+        logits = out.detach().float().cpu()
         expected = self._n_outputs_expected()
         if expected is not None and logits.shape[1] != expected:
             raise ExplanationError(
@@ -670,6 +710,72 @@ class Explainer(abc.ABC):
                 )
             )
         return logits
+
+    def _folds(self, target: Any) -> bool:
+        """Whether one forward pass per image can both score it and give its map: the
+        method supports it and every image has exactly one target that does not depend on
+        the other images (a multi-label head's default targets are the union of the
+        batch's findings)."""
+        if not self.folds_scoring:
+            return False
+        if target is None:
+            return self.head is None or self.head.type != "multilabel"
+        if isinstance(target, (list, tuple)):
+            return len(target) == 1
+        if isinstance(target, (np.ndarray, Tensor)):
+            return target.ndim == 0 or (target.ndim == 2 and target.shape[1] == 1)
+        return True
+
+    def _explain_folded(
+        self, x_all: Tensor, target: Any, batch_size: int | None, device: torch.device
+    ) -> tuple[Tensor, np.ndarray, Tensor, int | None] | None:
+        """Scores, targets and maps from one forward + backward pass per chunk of images
+        (None: the per-image target array has the wrong shape; the usual path reports it)."""
+        n = x_all.shape[0]
+        per_image = isinstance(target, np.ndarray) and target.ndim == 2
+        if per_image and target.shape[0] != n:
+            return None
+        self._reset(n, 1)
+        step = n if batch_size is None else batch_size
+        used = batch_size
+        logits_parts: list[Tensor] = []
+        target_parts: list[np.ndarray] = []
+        map_parts: list[Tensor] = []
+        i = 0
+        while i < n:
+            xb = x_all[i : i + step].to(device)
+            sub = target[i : i + step] if per_image else target
+            picked: list[tuple[Tensor, np.ndarray]] = []
+
+            def pick(out: Any, sub: Any = sub, picked: list = picked) -> Tensor:
+                logits = self._check_logits(out)
+                _, tg = self._targets_from(logits, sub)
+                picked.append((logits, tg))
+                return torch.as_tensor(tg, device=out.device)
+
+            try:
+                maps = self._scored_attribute(xb, pick)
+            except RuntimeError as exc:
+                if not _is_oom(exc):
+                    raise
+                if step == 1:
+                    raise ExplanationError(OOM_AT_ONE.format(detail=str(exc)[:200])) from exc
+                step = used = max(1, min(step, n) // 2)
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                continue
+            logits, tg = picked[-1]
+            logits_parts.append(logits)
+            target_parts.append(tg)
+            map_parts.append(maps.detach().float().cpu())
+            i += xb.shape[0]
+        logits = torch.cat(logits_parts)
+        return (
+            head_scores(logits, self.head),
+            np.concatenate(target_parts),
+            torch.cat(map_parts),
+            used,
+        )
 
     def _target_index(self, t: Any, k: int) -> int:
         names = self._class_names()
@@ -693,7 +799,10 @@ class Explainer(abc.ABC):
     def _resolve(
         self, x: Tensor, target: Any, batch_size: int | None, device: torch.device
     ) -> tuple[Tensor, np.ndarray]:
-        logits = self._forward_scores(x, batch_size, device)
+        return self._targets_from(self._forward_scores(x, batch_size, device), target)
+
+    def _targets_from(self, logits: Tensor, target: Any) -> tuple[Tensor, np.ndarray]:
+        """Scores and the (N, T) target indices for a batch's logits."""
         scores = head_scores(logits, self.head)
         n, k = logits.shape
         if target is None:
@@ -752,15 +861,25 @@ class Explainer(abc.ABC):
         # all jobs in one call (images advance in lockstep) until a chunk size is imposed
         whole = batch_size is None
         self._channels_last = False
-        if whole and self.auto_chunk:
+        self._rows_measured = False
+        if whole and (self.auto_chunk or self.auto_chunk_grad):
             if counter is not None:
                 counter.paused = True  # the probe's rows are not the method's evaluations
             try:
-                fp = forward_plan(self.model, x_all[:1].to(device), len(jobs) * per_job)
+                fp = forward_plan(
+                    self.model,
+                    x_all[:1].to(device),
+                    len(jobs) * per_job,
+                    backward=self.auto_chunk_grad,
+                )
             finally:
                 if counter is not None:
                     counter.paused = False
-            bs, self._channels_last = fp.rows, fp.channels_last
+            if self.auto_chunk:
+                bs, self._channels_last = fp.rows, fp.channels_last
+            elif fp.measured:  # gradient methods: whole images per call, ``bs`` rows per pass
+                bs, self._channels_last, whole = fp.rows, fp.channels_last, False
+                self._rows_measured = True
         pos = 0
         while pos < len(jobs):
             take = len(jobs) if whole else max(1, bs // max(per_job, 1))

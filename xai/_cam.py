@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from medlens._errors import ExplanationError, param_error
 
-from ._base import Explainer, _register, find_module
+from ._base import Explainer, _register, find_module, grad_input
 
 __all__ = [
     "CamExplainer",
@@ -177,7 +177,13 @@ class CamExplainer(Explainer):
 
 
 class _GradientCam(CamExplainer):
-    """Grad-CAM style: channel weights from the gradient of the target logit."""
+    """Grad-CAM style: channel weights from the gradient of the target logit.
+
+    The forward pass that captures the activations also scores the image, so a run with
+    one target per image costs one model evaluation per image.
+    """
+
+    folds_scoring = True
 
     @abc.abstractmethod
     def _weights(self, a: Tensor, g: Tensor) -> Tensor:
@@ -186,11 +192,14 @@ class _GradientCam(CamExplainer):
     def _attribute(
         self, x: Tensor, targets: Tensor, *, batch_size: int | None, seeds: Sequence[int]
     ) -> Tensor:
-        x = x.detach().clone().requires_grad_(True)
+        return self._scored_attribute(x, lambda _logits: targets)
+
+    def _scored_attribute(self, x: Tensor, pick: Any) -> Tensor:
+        x = grad_input(x)
         with self._capture(x) as store, torch.enable_grad():
             logits = self.model(x)
             a = self._activation(store, x)
-            sel = logits.gather(1, targets[:, :1]).sum()
+            sel = logits.gather(1, pick(logits)[:, :1]).sum()
             (g,) = torch.autograd.grad(sel, a)
         a = a.detach()
         w = self._weights(a, g.detach())

@@ -26,6 +26,15 @@ Results do not depend on the chunk size or layout beyond float rounding: a forwa
 B rows returns the same logits as B passes of one row up to the last bit or two of float32
 (the convolution and matrix kernels block the batch differently). The choice is recorded in
 ``ExplanationResult.params`` (``batch_size_used``, ``channels_last``).
+
+Gradient methods with many rows per image (Integrated Gradients' path, SmoothGrad's and
+GradientSHAP's samples, DeepLift's input + baseline pairs) ask for a forward + backward plan
+(``backward=True``): the same probe, timing a forward pass with grad and the backward pass to
+the input, with its own cache entry (the best chunk and layout with a backward pass differ
+from forward-only: on this CPU channels-last forward + backward costs about half the
+contiguous one). Such jobs are probed from :data:`PROBE_MIN_ROWS_GRAD` rows (SmoothGrad's
+and GradientSHAP's default 20 samples), and the probe may spend at least
+:data:`_GRAD_BUDGET_ROWS` rows.
 """
 
 from __future__ import annotations
@@ -41,7 +50,9 @@ from torch import Tensor, nn
 
 __all__ = [
     "PROBE_MIN_ROWS",
+    "PROBE_MIN_ROWS_GRAD",
     "ForwardPlan",
+    "backward_plan",
     "clear_chunk_cache",
     "forward_plan",
     "is_oom",
@@ -50,6 +61,11 @@ __all__ = [
 
 #: jobs with fewer rows than this run in one forward pass without a probe
 PROBE_MIN_ROWS = 128
+#: the same for forward + backward jobs (a backward pass makes a poor chunk costlier: on
+#: this CPU 20 rows of SmoothGrad in one contiguous pass cost 1.9x the best chunk)
+PROBE_MIN_ROWS_GRAD = 16
+#: rows a forward + backward probe may always spend (small jobs still get a usable probe)
+_GRAD_BUDGET_ROWS = 96
 #: largest chunk tried on a CPU (beyond it the activations of any real model leave the caches)
 CPU_MAX_ROWS = 256
 #: largest chunk tried on an accelerator
@@ -109,7 +125,9 @@ def _key(like: Tensor) -> tuple[Any, ...]:
     return (str(like.device), tuple(like.shape[1:]), like.dtype)
 
 
-def forward_plan(model: nn.Module, like: Tensor, total: int) -> ForwardPlan:
+def forward_plan(
+    model: nn.Module, like: Tensor, total: int, *, backward: bool = False
+) -> ForwardPlan:
     """Rows per forward pass and layout that minimise seconds per row for this model and input.
 
     Parameters
@@ -120,35 +138,46 @@ def forward_plan(model: nn.Module, like: Tensor, total: int) -> ForwardPlan:
         Inputs of the job, on the model's device; the probe replicates ``like[:1]``.
     total : int
         Rows the job will send through the model; the chunk never exceeds it.
+    backward : bool
+        Time a forward pass with grad plus the backward pass to the input (gradient
+        methods) instead of a forward pass under ``torch.inference_mode``.
 
     Returns
     -------
     ForwardPlan
-        ``rows`` in [1, total]. Measured once per model, device, input shape and dtype in
-        this process; jobs of fewer than :data:`PROBE_MIN_ROWS` rows that find nothing
-        measured run in one contiguous pass.
+        ``rows`` in [1, total]. Measured once per model, device, input shape, dtype and
+        mode in this process; jobs of fewer than :data:`PROBE_MIN_ROWS` rows
+        (:data:`PROBE_MIN_ROWS_GRAD` with ``backward``) that find nothing measured run in
+        one contiguous pass.
     """
     total = max(1, int(total))
-    key = _key(like)
+    key = (*_key(like), bool(backward))
     known = _CACHE.get(model, {}).get(key)
     if known is None:
-        if total < PROBE_MIN_ROWS:
+        if total < (PROBE_MIN_ROWS_GRAD if backward else PROBE_MIN_ROWS):
             return ForwardPlan(total)
-        known = _probe(model, like[:1].detach(), total)
+        known = _probe(model, like[:1].detach(), total, bool(backward))
         _CACHE.setdefault(model, {})[key] = known
     return ForwardPlan(min(known.rows, total), known.channels_last, known.measured)
 
 
-def _probe(model: nn.Module, x1: Tensor, total: int) -> ForwardPlan:
+def backward_plan(model: nn.Module, like: Tensor, total: int) -> ForwardPlan:
+    """:func:`forward_plan` for forward + backward passes (the gradient methods)."""
+    return forward_plan(model, like, total, backward=True)
+
+
+def _probe(model: nn.Module, x1: Tensor, total: int, backward: bool = False) -> ForwardPlan:
     cap = min(total, GPU_MAX_ROWS if x1.device.type != "cpu" else CPU_MAX_ROWS)
     budget = _PROBE_SHARE * total
+    if backward:
+        budget = max(budget, _GRAD_BUDGET_ROWS)
     layouts = (False, True) if x1.ndim in (4, 5) else (False,)
     costs: dict[tuple[int, bool], float] = {}
     best, spent, worse = math.inf, 0, 0
     for size in (2**k for k in range(int(math.log2(cap)) + 1)):  # pass 1: climb
         if costs and spent + len(layouts) * size > budget:
             break
-        here = {(size, cl): _per_row(model, x1, size, cl) for cl in layouts}
+        here = {(size, cl): _per_row(model, x1, size, cl, backward) for cl in layouts}
         here = {k: v for k, v in here.items() if v is not None}
         if not here:  # out of memory: the sizes tried so far are the candidates
             break
@@ -164,19 +193,21 @@ def _probe(model: nn.Module, x1: Tensor, total: int) -> ForwardPlan:
     if not costs:
         return ForwardPlan(1, False, True)
     for cand in sorted(costs, key=costs.get)[:_RETIME]:  # pass 2: the best, once more
-        cost = _per_row(model, x1, *cand)
+        cost = _per_row(model, x1, *cand, backward)
         if cost is not None:
             costs[cand] = min(costs[cand], cost)
     size, cl = min(costs, key=lambda k: (costs[k], k))
     return ForwardPlan(size, cl, True)
 
 
-def _per_row(model: nn.Module, x1: Tensor, size: int, channels_last: bool) -> float | None:
-    """Seconds per row of one forward pass of ``size`` copies of ``x1``; None when out of
-    memory."""
+def _per_row(
+    model: nn.Module, x1: Tensor, size: int, channels_last: bool, backward: bool = False
+) -> float | None:
+    """Seconds per row of one forward (+ backward) pass of ``size`` copies of ``x1``; None
+    when out of memory."""
     try:
         xb = to_layout(x1.expand(size, *x1.shape[1:]).contiguous(), channels_last)
-        return _seconds(model, xb) / size
+        return (_seconds_grad(model, xb) if backward else _seconds(model, xb)) / size
     except RuntimeError as exc:
         if not is_oom(exc):
             raise
@@ -192,6 +223,22 @@ def _seconds(model: nn.Module, xb: Tensor) -> float:
             torch.cuda.synchronize(xb.device)
         t0 = time.perf_counter()
         model(xb)
+        if cuda:
+            torch.cuda.synchronize(xb.device)
+        return time.perf_counter() - t0
+
+
+def _seconds_grad(model: nn.Module, xb: Tensor) -> float:
+    """Seconds of a forward pass with grad and the backward pass of the first output to the
+    input (as captum's gradient methods do)."""
+    cuda = xb.device.type == "cuda"
+    xg = xb.detach().clone().requires_grad_(True)  # clone keeps the layout
+    with torch.enable_grad():
+        if cuda:
+            torch.cuda.synchronize(xb.device)
+        t0 = time.perf_counter()
+        out = model(xg)
+        torch.autograd.grad(out[:, 0].sum(), xg)
         if cuda:
             torch.cuda.synchronize(xb.device)
         return time.perf_counter() - t0

@@ -183,3 +183,20 @@ def test_cam_maps_are_not_rescaled_per_image(name):
     m, x = tiny(), blob_images()
     r = get_explainer(name, m).explain(torch.cat([x[:1], 3 * x[:1]]))
     assert r.maps[0].max() != pytest.approx(r.maps[1].max())
+
+
+@pytest.mark.parametrize("name", ["gradcam", "gradcam_pp"])
+def test_gradient_cams_score_in_the_pass_that_computes_the_gradient(name):
+    m, x = tiny(num_outputs=3), blob_images(3)
+    e = get_explainer(name, m)
+    first = e.explain(x)
+    assert first.evaluations == 1 + 3  # layer probe + one forward/backward per image
+    with torch.no_grad():
+        logits = m(x)
+    np.testing.assert_array_equal(first.targets[:, 0], logits.argmax(1).numpy())
+    np.testing.assert_allclose(first.scores[:, 0], logits.max(1).values.numpy(), rtol=1e-6)
+    again = e.explain(x, target=1)
+    assert again.evaluations == 3
+    two = e.explain(x, target=[0, 1])  # several targets: a scoring forward, then the jobs
+    assert two.evaluations == 3 + 3 * 2
+    np.testing.assert_allclose(two.maps[:, 1], again.maps[:, 0], rtol=1e-5, atol=1e-7)

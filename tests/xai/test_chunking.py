@@ -133,9 +133,104 @@ def test_explain_records_the_measured_chunk_and_keeps_results(name, monkeypatch)
     np.testing.assert_allclose(r.maps, ref.maps, rtol=1e-4, atol=1e-5 * scale + 1e-7)
 
 
-def test_gradient_methods_are_not_probed(monkeypatch):
-    calls = fake_timing(monkeypatch)
-    r = get_explainer("integrated_gradients", tiny(), n_steps=200).explain(blob_images(2))
+def fake_grad_timing(monkeypatch, best: int = 8, channels_last: bool = True) -> list[tuple]:
+    """:func:`fake_timing` for the forward + backward probe; the forward probe must not run."""
+    calls: list[tuple] = []
+
+    def seconds(model, xb):
+        xg = xb.clone().requires_grad_(True)
+        with torch.enable_grad():
+            torch.autograd.grad(model(xg)[:, 0].sum(), xg)  # the real passes
+        cl = xb.stride(1) == 1
+        calls.append((xb.shape[0], cl))
+        per_row = 1.0 + abs(np.log2(xb.shape[0]) - np.log2(best))
+        return per_row * (0.9 if cl == channels_last else 1.0) * xb.shape[0]
+
+    def no_forward_probe(model, xb):
+        raise AssertionError("a gradient method ran the forward-only probe")
+
+    monkeypatch.setattr(chunking, "_seconds_grad", seconds)
+    monkeypatch.setattr(chunking, "_seconds", no_forward_probe)
+    return calls
+
+
+def test_backward_plan_has_its_own_probe_and_cache_entry(monkeypatch):
+    calls = fake_grad_timing(monkeypatch, best=8, channels_last=True)
+    m, x = tiny(), blob_images(1)
+    plan = chunking.backward_plan(m, x, 52)  # Integrated Gradients' default 50 + 2 rows
+    assert plan == chunking.ForwardPlan(8, True, True)
+    assert sum(size for size, _ in calls) <= chunking._GRAD_BUDGET_ROWS + 3 * 16
+    n = len(calls)
+    assert chunking.forward_plan(m, x, 52, backward=True) == plan and len(calls) == n
+    small = chunking.PROBE_MIN_ROWS_GRAD - 1
+    assert chunking.backward_plan(tiny(), x, small) == chunking.ForwardPlan(small)
+    assert len(calls) == n
+    fake_timing(monkeypatch, best=32, channels_last=False)  # forward-only: a separate entry
+    assert chunking.forward_plan(m, x, 1000) == chunking.ForwardPlan(32, False, True)
+
+
+def test_real_backward_probe_returns_a_valid_plan():
+    plan = chunking.backward_plan(tiny(), blob_images(1, size=16), 40)
+    assert plan.measured and 1 <= plan.rows <= 40 and isinstance(plan.channels_last, bool)
+
+
+#: gradient methods with many rows per image, settings large enough to be probed
+GRAD_LARGE = {
+    "integrated_gradients": {"n_steps": 40},
+    "smoothgrad": {"nt_samples": 40},
+    "gradient_shap": {"n_samples": 40, "stdevs": 0.1},
+    "deeplift": {},
+}
+
+
+@pytest.mark.parametrize("name", sorted(GRAD_LARGE))
+def test_gradient_methods_use_the_backward_plan_and_keep_results(name, monkeypatch):
+    calls = fake_grad_timing(monkeypatch, best=8, channels_last=True)
+    x = blob_images(20 if name == "deeplift" else 2)  # DeepLift: 2 rows per image
+    e = get_explainer(name, tiny(), **GRAD_LARGE[name])
+    r = e.explain(x)
+    assert calls, "a large job is probed"
+    assert r.params["batch_size_used"] == 8 and r.params["channels_last"] is True
+    plan = get_explainer(name, tiny(), **GRAD_LARGE[name]).plan(x)
+    assert r.evaluations == plan.evaluations  # the probe's rows are not evaluations
+    assert plan.rows_per_forward == 8
+    np.testing.assert_array_equal(e.explain(x).maps, r.maps)  # same plan: bit for bit
+    ref = get_explainer(name, tiny(), **GRAD_LARGE[name]).explain(x, batch_size=10_000)
+    assert ref.params["channels_last"] is False  # an explicit batch size is not probed
+    scale = float(np.abs(ref.maps).max())
+    np.testing.assert_allclose(r.maps, ref.maps, rtol=1e-4, atol=1e-5 * scale + 1e-7)
+
+
+class RowSpy(nn.Module):
+    """Records the rows and the layout of every forward pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = tiny()
+        self.calls: list[tuple[int, bool]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls.append((x.shape[0], x.shape[1] > 1 and x.stride(1) == 1))
+        return self.inner(x)
+
+
+def test_integrated_gradients_passes_the_measured_rows_channels_last(monkeypatch):
+    fake_grad_timing(monkeypatch, best=8, channels_last=True)
+    m = RowSpy()
+    x = blob_images(1, channels=3)  # 3 channels: the layout is visible in the strides
+    m.inner = tiny(in_channels=3)
+    e = get_explainer("integrated_gradients", m, n_steps=40)
+    e.explain(x)
+    m.calls.clear()  # the probe's passes
+    e.explain(x)
+    path = [c for c in m.calls if c[0] > 1]
+    assert path and all(rows <= 8 and cl for rows, cl in path), m.calls
+
+
+@pytest.mark.parametrize("name", ["saliency", "input_x_gradient", "gradcam", "guided_backprop"])
+def test_one_pass_gradient_methods_are_not_probed(name, monkeypatch):
+    calls = fake_grad_timing(monkeypatch)
+    r = get_explainer(name, tiny()).explain(blob_images(40))
     assert calls == [] and r.params["batch_size_used"] is None
     assert "channels_last" not in r.params
 

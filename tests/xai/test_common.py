@@ -113,7 +113,8 @@ def test_hooks_released_and_mode_restored(name, images):
 
 
 class Exploding(nn.Module):
-    """Fails on the second forward call (after scoring)."""
+    """Fails on the second forward call (after scoring) or on the first with gradients
+    (saliency, input x gradient and Grad-CAM score in the pass that computes the gradient)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -122,7 +123,7 @@ class Exploding(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.calls += 1
-        if self.calls >= 2:
+        if self.calls >= 2 or torch.is_grad_enabled():
             raise RuntimeError("boom")
         return self.inner(x)
 

@@ -227,3 +227,34 @@ def test_baseline_values():
     )
     with pytest.raises(MedlensError, match="broadcastable"):
         make_baseline(torch.zeros(2, 2, 3), x)
+
+
+@pytest.mark.parametrize(
+    ("name", "algo"), [("saliency", Saliency), ("input_x_gradient", InputXGradient)]
+)
+@pytest.mark.parametrize("batch_size", [None, 2])
+def test_one_pass_scores_and_explains_each_image(name, algo, batch_size):
+    m, x = tiny(num_outputs=3), blob_images(5)
+    r = get_explainer(name, m).explain(x, batch_size=batch_size)
+    assert r.evaluations == 5  # the forward that computes the gradient also scores
+    with torch.no_grad():
+        logits = m(x)
+    np.testing.assert_array_equal(r.targets[:, 0], logits.argmax(1).numpy())
+    np.testing.assert_allclose(r.scores[:, 0], logits.max(1).values.numpy(), rtol=1e-6)
+    ref = algo(m).attribute(x.clone().requires_grad_(), target=logits.argmax(1)).sum(1)
+    torch.testing.assert_close(_ours(r), ref, **EXACT)
+
+
+def test_one_pass_with_per_image_targets_and_several_targets():
+    m, x = tiny(num_outputs=3), blob_images(4)
+    per_image = np.array([[0], [2], [1], [2]])
+    r = get_explainer("saliency", m).explain(x, target=per_image, batch_size=3)
+    assert r.evaluations == 4
+    np.testing.assert_array_equal(r.targets, per_image)
+    ref = Saliency(m).attribute(x.clone().requires_grad_(), target=torch.tensor([0, 2, 1, 2]))
+    torch.testing.assert_close(_ours(r), ref.sum(1), **EXACT)
+    two = get_explainer("saliency", m).explain(x, target=[0, 2])
+    assert two.evaluations == 4 + 4 * 2  # a scoring forward, then one pass per target
+    np.testing.assert_allclose(two.maps[1, 1], r.maps[1, 0], rtol=1e-6, atol=1e-9)
+    with pytest.raises(MedlensError, match=r"shape \(N, T\) = \(4, T\)"):
+        get_explainer("saliency", m).explain(x, target=np.zeros((3, 1), dtype=int))

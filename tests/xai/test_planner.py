@@ -100,3 +100,23 @@ def test_oom_at_a_single_row_is_a_clear_error():
         get_explainer("occlusion", SmallMemory(limit=0), window=8).explain(
             blob_images(1)[:, :, :, :], batch_size=1
         )
+
+
+@pytest.mark.parametrize("target", [None, 1, [0, 1]])
+@pytest.mark.parametrize("name", ["saliency", "input_x_gradient", "gradcam"])
+def test_plan_counts_the_scoring_forward_only_when_it_is_separate(name, target):
+    x = blob_images(3)
+    plan = get_explainer(name, tiny()).plan(x, target=target)
+    run = get_explainer(name, tiny()).explain(x, target=target)
+    assert plan.evaluations == run.evaluations
+    setup = 1 if name == "gradcam" else 0  # Grad-CAM's layer probe
+    assert run.evaluations == setup + (3 + 3 * 2 if isinstance(target, list) else 3)
+
+
+def test_oom_halves_the_one_pass_chunk_and_continues():
+    x = blob_images(6)
+    r = get_explainer("saliency", SmallMemory(limit=3)).explain(x, batch_size=8)
+    assert r.params["batch_size_used"] == 3 and r.evaluations == 6
+    ref = get_explainer("saliency", SmallMemory(limit=3)).explain(x, batch_size=3)
+    np.testing.assert_array_equal(r.maps, ref.maps)
+    np.testing.assert_array_equal(r.scores, ref.scores)
