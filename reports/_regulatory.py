@@ -1008,6 +1008,15 @@ def _flatten(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return out
 
 
+def _plain(value: Any) -> str:
+    """A JSON value as reader-facing text: ``k v, k v`` for a mapping, not a Python repr."""
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k} {_plain(v)}" for k, v in sorted(value.items())) or "–"
+    if isinstance(value, list):
+        return ", ".join(_plain(v) for v in value) or "–"
+    return fmt(value) if isinstance(value, float) else str(value)
+
+
 def _gallery_png(bundle_dir: Path | None, entry: Mapping[str, Any]) -> bytes | None:
     if bundle_dir is None:
         return None
@@ -1431,9 +1440,7 @@ def _appendix(b: EvidenceBundle, ev: Mapping[str, Any]) -> list[Any]:
     for key, value in sorted((ev.get("provenance") or {}).items()):
         if key in ("notes",):
             continue
-        rows.append(
-            (f"validation {key}", value if not isinstance(value, (Mapping, list)) else str(value))
-        )
+        rows.append((f"validation {key}", _plain(value)))
     story += key_value_table(rows, key_width_mm=50)
     config = prov.get("config")
     if config:

@@ -623,3 +623,12 @@ def test_cover_ties_the_report_to_its_data() -> None:
     }
     assert dict(_data_hash_rows({"manifest": "m" * 64}, {})) == {"Manifest SHA-256": "m" * 64}
     assert _data_hash_rows({}, {}) == [("Data SHA-256", "not recorded in this bundle")]
+
+
+def test_appendix_values_are_plain_text_not_python_reprs() -> None:
+    from medlens.reports._regulatory import _plain
+
+    assert _plain({"numpy": "2.4.6", "medlens": "0.1.0"}) == "medlens 0.1.0, numpy 2.4.6"
+    assert _plain({"column": "split", "value": "test"}) == "column split, value test"
+    assert _plain([0.5, {"a": 1}]) == "0.500, a 1"
+    assert _plain({}) == "–"
