@@ -59,16 +59,8 @@ NO_SPLIT_COLUMN = (
 )
 #: Patient / study key of a failed case whose header could not be read (``unknown-<hex>``)
 UNKNOWN_KEY = "unknown"
-_SCAN_COHORT_COLUMNS = (
-    "site",
-    "manufacturer",
-    "model_name",
-    "sex",
-    "age_band",
-    "modality",
-    "view_position",
-    "body_part",
-)
+#: The cohort attributes a DICOM-folder scan derives (the case columns from ``site`` on)
+_SCAN_COHORT_COLUMNS = CASE_COLUMNS[CASE_COLUMNS.index("site") :]
 NO_CASES_IN_SPLIT = "no case in split {split!r}; the splits present are: {present}"
 
 

@@ -168,6 +168,19 @@ def _metric_row(name: str, m: Mapping[str, Any] | None) -> list[Any]:
 _TASKS = {"multiclass": "multi-class", "multilabel": "multi-label"}
 
 
+def _metric_table(metrics: Mapping[str, Any]) -> list[Any]:
+    """Every metric with its 95 % CI and method, the primary metrics first."""
+    names = [m for m in PRIMARY_METRICS if m in metrics] + sorted(
+        set(metrics) - set(PRIMARY_METRICS)
+    )
+    return data_table(
+        ["Metric", "Estimate", "95 % CI", "Method"],
+        [_metric_row(m, metrics.get(m)) for m in names],
+        col_widths=[34, 20, 30, 90],
+        align=["LEFT", "RIGHT", "RIGHT", "LEFT"],
+    )
+
+
 def _multi(ev: Mapping[str, Any]) -> tuple[str, list[str], Mapping[str, Any]] | None:
     """(task, classes, overall.per_class) of multi-class / multi-label evidence, else None."""
     overall = ev.get("overall", {}) or {}
@@ -685,16 +698,7 @@ def _performance_multi(
     if methods:
         story += paragraph("CI methods: " + "; ".join(sorted(methods)) + ".", style="small")
     story += paragraph("Macro-averaged metrics with 95 % confidence intervals", style="h3")
-    metrics = overall.get("metrics", {})
-    names = [m for m in PRIMARY_METRICS if m in metrics] + sorted(
-        set(metrics) - set(PRIMARY_METRICS)
-    )
-    story += data_table(
-        ["Metric", "Estimate", "95 % CI", "Method"],
-        [_metric_row(m, metrics.get(m)) for m in names],
-        col_widths=[34, 20, 30, 90],
-        align=["LEFT", "RIGHT", "RIGHT", "LEFT"],
-    )
+    story += _metric_table(overall.get("metrics", {}))
     story += paragraph(
         f"ROC and precision-recall curves are not drawn for a {_TASKS[task]} task; the "
         f"per-{word} AUC and average precision with their CIs are in the tables above "
@@ -893,15 +897,7 @@ def _performance(b: EvidenceBundle, ev: Mapping[str, Any]) -> list[Any]:
         zebra=False,
     )
     story += paragraph("Metrics with 95 % confidence intervals", style="h3")
-    names = [m for m in PRIMARY_METRICS if m in metrics] + sorted(
-        set(metrics) - set(PRIMARY_METRICS)
-    )
-    story += data_table(
-        ["Metric", "Estimate", "95 % CI", "Method"],
-        [_metric_row(m, metrics.get(m)) for m in names],
-        col_widths=[34, 20, 30, 90],
-        align=["LEFT", "RIGHT", "RIGHT", "LEFT"],
-    )
+    story += _metric_table(metrics)
     scores = (b.cases or {}).get("scores") if b.cases else None
     if scores and scores.get("label") and len(set(scores["label"])) == 2:
         story += figure(

@@ -255,19 +255,15 @@ def reliability_figure(
     ax = fig.add_axes((0.14, 0.33, 0.8, 0.6))
     axh = fig.add_axes((0.14, 0.1, 0.8, 0.14), sharex=ax)
     ax.plot([0, 1], [0, 1], ls=":", color=_GREY, lw=0.8, label="perfect calibration")
-    ax.errorbar(
-        mp,
-        ob,
-        yerr=np.nan_to_num([ob - lo, hi - ob]),
-        fmt="o-",
-        color=_BLUE,
+    _reliability_points(
+        ax,
+        axh,
+        (mp, ob, lo, hi, count),
         ms=4,
         capsize=3,
         lw=1.1,
         label="observed (95 % CI per bin)",
     )
-    ax.set_xlim(-0.01, 1.01)
-    ax.set_ylim(-0.02, 1.02)
     ax.set_ylabel("observed frequency of positives")
     ax.legend(loc="lower right", fontsize=7)
     ax.grid(alpha=0.3)
@@ -279,11 +275,39 @@ def reliability_figure(
             f"{_num(ece.get('null_low')):.3f}–{_num(ece.get('null_high')):.3f})"
         )
     ax.set_title(title, fontsize=9)
-    axh.bar(mp, count, width=0.03, color=_GREY)
     axh.set_ylabel("n", fontsize=8)
     axh.set_xlabel("mean predicted probability")
     axh.tick_params(labelsize=7)
     return fig
+
+
+def _reliability_points(
+    ax: Any,
+    axh: Any,
+    arrays: tuple[np.ndarray, ...],
+    *,
+    ms: float,
+    capsize: float,
+    lw: float,
+    label: str | None = None,
+) -> None:
+    """Observed frequency per bin with its CI on ``ax``, the bin counts on ``axh``, and the
+    unit square's limits (``arrays`` from :func:`_curve_arrays`)."""
+    mp, ob, lo, hi, count = arrays
+    ax.errorbar(
+        mp,
+        ob,
+        yerr=np.nan_to_num([ob - lo, hi - ob]),
+        fmt="o-",
+        color=_BLUE,
+        ms=ms,
+        capsize=capsize,
+        lw=lw,
+        label=label,
+    )
+    axh.bar(mp, count, width=0.03, color=_GREY)
+    ax.set_xlim(-0.01, 1.01)
+    ax.set_ylim(-0.02, 1.02)
 
 
 def _curve_arrays(curve: Any, func: str) -> tuple[np.ndarray, ...]:
@@ -370,18 +394,7 @@ def reliability_grid_figure(
         if arr is None:
             ax.text(0.5, 0.5, "undefined", fontsize=7, color=_GREY, ha="center", va="center")
         else:
-            mp, ob, lo, hi, count = arr
-            ax.errorbar(
-                mp,
-                ob,
-                yerr=np.nan_to_num([ob - lo, hi - ob]),
-                fmt="o-",
-                color=_BLUE,
-                ms=2.5,
-                capsize=2,
-                lw=0.9,
-            )
-            axh.bar(mp, count, width=0.03, color=_GREY)
+            _reliability_points(ax, axh, arr, ms=2.5, capsize=2, lw=0.9)
         ax.set_xlim(-0.01, 1.01)
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
