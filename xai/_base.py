@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from medlens._errors import ExplanationError, InputDataError, param_error
 
-from ._chunking import forward_plan, is_oom, to_layout
+from ._chunking import backward_plan, forward_plan, is_oom, to_layout
 
 __all__ = [
     "CostPlan",
@@ -437,7 +437,11 @@ class Explainer(abc.ABC):
     def _forward_rows(self, rows: Tensor) -> Tensor:
         """One forward pass of perturbed rows (call under ``torch.inference_mode``), in the
         memory layout measured fastest for this run (see ``_chunking``)."""
-        return self.model(to_layout(rows, getattr(self, "_channels_last", False)))
+        return self.model(self._in_layout(rows))
+
+    def _in_layout(self, x: Tensor) -> Tensor:
+        """``x`` in the memory layout measured fastest for this run (see ``_chunking``)."""
+        return to_layout(x, getattr(self, "_channels_last", False))
 
     # ------------------------------------------------------------------ public API
     @property
@@ -471,8 +475,11 @@ class Explainer(abc.ABC):
             probe, timed once per model, device and input shape in this process, found
             cheapest per row; for the gradient methods with many rows per image (Integrated
             Gradients, SmoothGrad, GradientSHAP, DeepLift) the same with forward + backward
-            passes, once the job has enough rows to be worth a probe; for the other
-            methods as many as the work has. Results do not
+            passes, once the job has enough rows to be worth a probe, and likewise for the
+            methods with one forward + backward pass per image (saliency, input x
+            gradient, guided backprop, Grad-CAM, Grad-CAM++) over the images of the
+            call, which below :data:`~medlens.xai._chunking.PROBE_MIN_ROWS_GRAD` images
+            go in one pass in the layout a single-row probe found faster. Results do not
             depend on it beyond float32 rounding of the model outputs (the measured choice
             is kept for the process, so repeated runs are bit-identical); the chunk used is
             recorded in ``params['batch_size_used']`` and the layout in
@@ -514,7 +521,7 @@ class Explainer(abc.ABC):
             with eval_mode(self.model):
                 folded = None
                 if self._folds(target):
-                    folded = self._explain_folded(x_all, target, batch_size, device)
+                    folded = self._explain_folded(x_all, target, batch_size, device, counter)
                 if folded is not None:
                     scores_all, targets, maps, used = folded
                 else:
@@ -535,7 +542,7 @@ class Explainer(abc.ABC):
             "batch_size_used": used,
             **(
                 {"channels_last": self._channels_last}
-                if self.auto_chunk or self.auto_chunk_grad
+                if self.auto_chunk or self.auto_chunk_grad or self.folds_scoring
                 else {}
             ),
             "score": "logit" if self.head is None else "probability",
@@ -575,15 +582,21 @@ class Explainer(abc.ABC):
         setup = self._setup_evaluations(x)
         per_job = self._evaluations_per_job(t if self.shares_targets else 1, spatial, x.shape[1])
         jobs = n if self.shares_targets else n * t
-        scoring = 0 if self._folds(target) else n
+        folds = self._folds(target)
+        scoring = 0 if folds else n
         evaluations = scoring + setup + jobs * per_job
-        if batch_size is None and (self.auto_chunk or self.auto_chunk_grad):
+        if batch_size is None and (self.auto_chunk or self.auto_chunk_grad or folds):
             with eval_mode(self.model):
                 rows = forward_plan(
-                    self.model, x[:1].to(device), jobs * per_job, backward=self.auto_chunk_grad
+                    self.model,
+                    x[:1].to(device),
+                    jobs * per_job,
+                    backward=self.auto_chunk_grad or folds,
                 ).rows
         elif batch_size is None:
             rows = evaluations - scoring
+        elif folds:  # whole images per pass
+            rows = min(batch_size, n)
         else:
             rows = min(batch_size, max(per_job, 1))
         rows = max(1, rows)
@@ -727,10 +740,19 @@ class Explainer(abc.ABC):
         return True
 
     def _explain_folded(
-        self, x_all: Tensor, target: Any, batch_size: int | None, device: torch.device
+        self,
+        x_all: Tensor,
+        target: Any,
+        batch_size: int | None,
+        device: torch.device,
+        counter: _Counter,
     ) -> tuple[Tensor, np.ndarray, Tensor, int | None] | None:
         """Scores, targets and maps from one forward + backward pass per chunk of images
-        (None: the per-image target array has the wrong shape; the usual path reports it)."""
+        (None: the per-image target array has the wrong shape; the usual path reports it).
+
+        With ``batch_size=None`` the chunk and layout follow the forward + backward plan
+        (``_chunking.backward_plan``: probed from PROBE_MIN_ROWS_GRAD images; below that all
+        images in one pass, in the layout a single-row probe found faster)."""
         n = x_all.shape[0]
         per_image = isinstance(target, np.ndarray) and target.ndim == 2
         if per_image and target.shape[0] != n:
@@ -738,6 +760,15 @@ class Explainer(abc.ABC):
         self._reset(n, 1)
         step = n if batch_size is None else batch_size
         used = batch_size
+        if batch_size is None:
+            counter.paused = True  # the probe's rows are not the method's evaluations
+            try:
+                fp = backward_plan(self.model, x_all[:1].to(device), n)
+            finally:
+                counter.paused = False
+            self._channels_last = fp.channels_last
+            if fp.measured:
+                step = used = fp.rows
         logits_parts: list[Tensor] = []
         target_parts: list[np.ndarray] = []
         map_parts: list[Tensor] = []
@@ -880,6 +911,8 @@ class Explainer(abc.ABC):
             elif fp.measured:  # gradient methods: whole images per call, ``bs`` rows per pass
                 bs, self._channels_last, whole = fp.rows, fp.channels_last, False
                 self._rows_measured = True
+            else:  # a small gradient job: one pass, in the faster layout
+                self._channels_last = fp.channels_last
         pos = 0
         while pos < len(jobs):
             take = len(jobs) if whole else max(1, bs // max(per_job, 1))

@@ -195,7 +195,8 @@ class _GradientCam(CamExplainer):
         return self._scored_attribute(x, lambda _logits: targets)
 
     def _scored_attribute(self, x: Tensor, pick: Any) -> Tensor:
-        x = grad_input(x)
+        shape = x.shape[2:]
+        x = grad_input(self._in_layout(x))
         with self._capture(x) as store, torch.enable_grad():
             logits = self.model(x)
             a = self._activation(store, x)
@@ -205,7 +206,7 @@ class _GradientCam(CamExplainer):
         w = self._weights(a, g.detach())
         w = w.reshape(*w.shape, *([1] * (a.ndim - 2)))
         cam = torch.relu((w * a).sum(dim=1, keepdim=True))
-        return self.upsample(cam, x.shape[2:])
+        return self.upsample(cam, shape)
 
 
 @_register

@@ -34,7 +34,11 @@ the input, with its own cache entry (the best chunk and layout with a backward p
 from forward-only: on this CPU channels-last forward + backward costs about half the
 contiguous one). Such jobs are probed from :data:`PROBE_MIN_ROWS_GRAD` rows (SmoothGrad's
 and GradientSHAP's default 20 samples), and the probe may spend at least
-:data:`_GRAD_BUDGET_ROWS` rows.
+:data:`_GRAD_BUDGET_ROWS` rows. A smaller forward + backward job (saliency or Grad-CAM of one
+scan) that finds nothing measured still gets the faster layout: a layout probe times one row
+in each layout twice (four single-row passes, once per model, device, input shape and dtype)
+and the job runs in one pass in the faster one (``measured`` stays False: its rows were not
+measured).
 """
 
 from __future__ import annotations
@@ -148,15 +152,20 @@ def forward_plan(
         ``rows`` in [1, total]. Measured once per model, device, input shape, dtype and
         mode in this process; jobs of fewer than :data:`PROBE_MIN_ROWS` rows
         (:data:`PROBE_MIN_ROWS_GRAD` with ``backward``) that find nothing measured run in
-        one contiguous pass.
+        one pass, contiguous (forward only) or in the layout a single-row layout probe
+        found faster (``backward``).
     """
     total = max(1, int(total))
     key = (*_key(like), bool(backward))
     known = _CACHE.get(model, {}).get(key)
     if known is None:
-        if total < (PROBE_MIN_ROWS_GRAD if backward else PROBE_MIN_ROWS):
+        try:
+            if total < (PROBE_MIN_ROWS_GRAD if backward else PROBE_MIN_ROWS):
+                return ForwardPlan(total, backward and _grad_layout(model, like[:1].detach()))
+            known = _probe(model, like[:1].detach(), total, bool(backward))
+        except Exception:  # noqa: BLE001 - a model the probe cannot run (bad output shape,
+            # wrong input): the job's own first pass reports it with medlens's message
             return ForwardPlan(total)
-        known = _probe(model, like[:1].detach(), total, bool(backward))
         _CACHE.setdefault(model, {})[key] = known
     return ForwardPlan(min(known.rows, total), known.channels_last, known.measured)
 
@@ -164,6 +173,24 @@ def forward_plan(
 def backward_plan(model: nn.Module, like: Tensor, total: int) -> ForwardPlan:
     """:func:`forward_plan` for forward + backward passes (the gradient methods)."""
     return forward_plan(model, like, total, backward=True)
+
+
+def _grad_layout(model: nn.Module, x1: Tensor) -> bool:
+    """Whether one forward + backward row runs faster channels-last (measured once per
+    model, device, input shape and dtype; False for inputs without a channels-last layout)."""
+    if x1.ndim not in (4, 5):
+        return False
+    key = (*_key(x1), "layout")
+    known = _CACHE.get(model, {}).get(key)
+    if known is None:
+        costs = {cl: math.inf for cl in (False, True)}
+        for _ in range(2):  # the first round also warms each layout's kernels up
+            for cl in costs:
+                cost = _per_row(model, x1, 1, cl, True)
+                costs[cl] = min(costs[cl], math.inf if cost is None else cost)
+        known = ForwardPlan(1, bool(costs[True] < costs[False]), False)
+        _CACHE.setdefault(model, {})[key] = known
+    return known.channels_last
 
 
 def _probe(model: nn.Module, x1: Tensor, total: int, backward: bool = False) -> ForwardPlan:

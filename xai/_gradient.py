@@ -6,15 +6,18 @@ channels summed into one map per image and target (up to float32 summation order
 ``batch_size=None`` the methods with many rows per image run in the chunk size and memory
 layout a forward + backward probe measured fastest, see ``_chunking``).
 
-Saliency and input x gradient need one forward and one backward pass per image, and that
-forward also gives the image's score: they compute the gradient themselves (what captum's
-``Saliency`` and ``InputXGradient`` compute, the gradient of the selected logit) so that a
-run costs one model evaluation per image instead of two.
+Saliency, input x gradient and guided backprop need one forward and one backward pass per
+image, and that forward also gives the image's score: they compute the gradient themselves
+(what captum's ``Saliency``, ``InputXGradient`` and ``GuidedBackprop`` compute, the gradient
+of the selected logit, through clipped ReLU gradients for guided backprop) so that a run
+costs one model evaluation per image instead of two. GradientSHAP draws captum's random
+numbers in captum's order and then passes its rows in the measured chunk size.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -103,7 +106,7 @@ class _ChannelsLast(nn.Module):
 
 def _input_gradient(model: nn.Module, x: Tensor, pick: Any) -> tuple[Tensor, Tensor]:
     """The input (requiring grad) and the gradient of the picked logit of each row."""
-    xg = grad_input(x)
+    xg = grad_input(x)  # a layout conversion before this keeps the gradient in that layout
     with torch.enable_grad():
         logits = model(xg)
         sel = logits.gather(1, pick(logits)[:, :1]).sum()
@@ -144,7 +147,7 @@ class SaliencyExplainer(GradientExplainer):
         return {"abs": self.abs}
 
     def _scored_attribute(self, x: Tensor, pick: Any) -> Tensor:
-        _, g = _input_gradient(self.model, x, pick)
+        _, g = _input_gradient(self.model, self._in_layout(x), pick)
         return reduce_channels(g.abs() if self.abs else g)[:, None]
 
     def settings(self) -> dict[str, Any]:
@@ -165,7 +168,7 @@ class InputXGradientExplainer(GradientExplainer):
     _algorithm = InputXGradient
 
     def _scored_attribute(self, x: Tensor, pick: Any) -> Tensor:
-        xg, g = _input_gradient(self.model, x, pick)
+        xg, g = _input_gradient(self.model, self._in_layout(x), pick)
         return reduce_channels(xg * g)[:, None]
 
 
@@ -173,7 +176,10 @@ class InputXGradientExplainer(GradientExplainer):
 class GuidedBackpropExplainer(GradientExplainer):
     """Guided backpropagation (ReLU gradients clipped at zero on the way back).
 
-    The model's ReLUs must be ``nn.ReLU`` modules (captum overrides their backward).
+    The model's ReLUs must be ``nn.ReLU`` modules (their backward is overridden, as in
+    captum). Like saliency, one forward + backward pass per image gives both the map and
+    the score (1 model evaluation per image); with several targets per image captum's
+    ``GuidedBackprop`` runs.
 
     References
     ----------
@@ -181,7 +187,31 @@ class GuidedBackpropExplainer(GradientExplainer):
     """
 
     name = "guided_backprop"
+    folds_scoring = True
     _algorithm = GuidedBackprop
+
+    def _scored_attribute(self, x: Tensor, pick: Any) -> Tensor:
+        with _guided_relus(self.model):
+            _, g = _input_gradient(self.model, self._in_layout(x), pick)
+        return reduce_channels(g)[:, None]
+
+
+@contextlib.contextmanager
+def _guided_relus(model: nn.Module) -> Iterator[None]:
+    """Inside the block, the gradient reaching each ``nn.ReLU`` module's output is clipped
+    at zero before the ReLU's own backward: ``(x > 0) * relu(g)``, which is captum's
+    ``relu((x > 0) * g)`` bit for bit (captum clips the ReLU's input gradient instead)."""
+
+    def clip(_m: nn.Module, _i: Any, out: Any) -> None:
+        if isinstance(out, Tensor) and out.requires_grad:
+            out.register_hook(torch.relu)
+
+    handles = [m.register_forward_hook(clip) for m in model.modules() if isinstance(m, nn.ReLU)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
 
 
 @_register
@@ -320,10 +350,11 @@ class GradientShapExplainer(GradientExplainer):
     -----
     captum draws the baselines and path positions from numpy's global generator and the
     noise from torch's; medlens seeds both per image (``seed + index``) and restores them.
-    captum's GradientShap sends an image's ``n_samples`` rows through the model in one pass
-    and draws its random numbers per pass, so medlens does not split them (that would change
-    the draws); with ``batch_size=None`` only the memory layout and the images per call
-    follow the forward + backward probe.
+    medlens makes captum's draws in captum's order (baseline indices, noise, path positions,
+    all ``n_samples`` at once) and combines the gradients as captum does, so the maps equal
+    captum's ``GradientShap`` for the same seed; only the gradient rows are passed in chunks
+    (``batch_size``, or with ``batch_size=None`` the chunk and layout the forward + backward
+    probe measured fastest), which changes nothing beyond float32 rounding.
 
     References
     ----------
@@ -364,17 +395,34 @@ class GradientShapExplainer(GradientExplainer):
     ) -> Tensor:
         out = []
         for b in range(x.shape[0]):
-            x1 = x[b : b + 1]
-            with seeded(seeds[b]), quiet_captum():
-                attr = self._captum().attribute(
-                    grad_input(x1),
-                    baselines=self._baselines_for(x1),
-                    n_samples=self.n_samples,
-                    stdevs=self.stdevs,
-                    target=targets[b : b + 1, 0],
-                )
-            out.append(reduce_channels(attr))
+            with seeded(seeds[b]):
+                out.append(self._one(x[b : b + 1], targets[b : b + 1, :1], batch_size))
         return torch.cat(out)[:, None]
+
+    def _one(self, x1: Tensor, target: Tensor, rows: int | None) -> Tensor:
+        """captum's GradientShap for one image (its draws, in its order, from the global
+        generators), with the gradient rows passed ``rows`` at a time."""
+        n = self.n_samples
+        base = self._baselines_for(x1)
+        drawn = base[np.random.choice(base.shape[0], n).tolist()]
+        std = torch.tensor(self.stdevs, device=x1.device).repeat((n, *x1.shape[1:]))
+        noisy = x1.repeat_interleave(n, dim=0) + torch.normal(0, std)
+        coef = torch.tensor(np.random.uniform(0.0, 1.0, n), device=x1.device, dtype=x1.dtype)
+        coef = coef.view(n, *([1] * (x1.ndim - 1)))
+        scaled = coef * noisy + (1.0 - coef) * drawn
+        step = n if rows is None else max(1, rows)
+        grads = torch.cat(
+            [
+                _input_gradient(
+                    self.model,
+                    self._in_layout(scaled[i : i + step]),
+                    lambda logits: target.expand(logits.shape[0], 1),
+                )[1]
+                for i in range(0, n, step)
+            ]
+        )
+        attr = (noisy - drawn) * grads
+        return reduce_channels(attr.view(1, n, *attr.shape[1:]).sum(dim=1) * 1 / n)
 
     def settings(self) -> dict[str, Any]:
         return {

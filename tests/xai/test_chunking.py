@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch import nn
 
+from medlens._errors import ExplanationError
 from medlens.xai import _chunking as chunking
 from medlens.xai import get_explainer
 
@@ -163,8 +164,11 @@ def test_backward_plan_has_its_own_probe_and_cache_entry(monkeypatch):
     n = len(calls)
     assert chunking.forward_plan(m, x, 52, backward=True) == plan and len(calls) == n
     small = chunking.PROBE_MIN_ROWS_GRAD - 1
-    assert chunking.backward_plan(tiny(), x, small) == chunking.ForwardPlan(small)
-    assert len(calls) == n
+    m2 = tiny()
+    assert chunking.backward_plan(m2, x, small) == chunking.ForwardPlan(small, True, False)
+    assert calls[n:] == [(1, False), (1, True)] * 2  # layout probe: one row per layout, twice
+    assert chunking.backward_plan(m2, x, 3) == chunking.ForwardPlan(3, True, False)
+    assert len(calls) == n + 4  # remembered
     fake_timing(monkeypatch, best=32, channels_last=False)  # forward-only: a separate entry
     assert chunking.forward_plan(m, x, 1000) == chunking.ForwardPlan(32, False, True)
 
@@ -227,12 +231,46 @@ def test_integrated_gradients_passes_the_measured_rows_channels_last(monkeypatch
     assert path and all(rows <= 8 and cl for rows, cl in path), m.calls
 
 
-@pytest.mark.parametrize("name", ["saliency", "input_x_gradient", "gradcam", "guided_backprop"])
-def test_one_pass_gradient_methods_are_not_probed(name, monkeypatch):
-    calls = fake_grad_timing(monkeypatch)
-    r = get_explainer(name, tiny()).explain(blob_images(40))
-    assert calls == [] and r.params["batch_size_used"] is None
-    assert "channels_last" not in r.params
+def test_small_backward_job_takes_the_faster_layout(monkeypatch):
+    calls = fake_grad_timing(monkeypatch, channels_last=False)
+    small = chunking.PROBE_MIN_ROWS_GRAD - 1
+    assert chunking.backward_plan(tiny(), blob_images(1), small) == chunking.ForwardPlan(small)
+    assert [size for size, _ in calls] == [1] * 4
+    volume = torch.zeros(1, 1, 4, 8, 8)  # 5D: channels-last-3d is tried too
+    assert chunking.backward_plan(tiny(spatial_dims=3), volume, 2).rows == 2
+    assert len(calls) == 8
+
+
+ONE_PASS = ["saliency", "input_x_gradient", "gradcam", "gradcam_pp", "guided_backprop"]
+
+
+@pytest.mark.parametrize("name", ONE_PASS)
+def test_one_pass_gradient_methods_follow_the_backward_plan(name, monkeypatch):
+    calls = fake_grad_timing(monkeypatch, best=8, channels_last=True)
+    x = blob_images(40)
+    r = get_explainer(name, tiny()).explain(x)
+    assert calls, "40 images are worth a probe"
+    assert r.params["batch_size_used"] == 8 and r.params["channels_last"] is True
+    ref = get_explainer(name, tiny()).explain(x, batch_size=10_000)
+    assert ref.params["channels_last"] is False
+    # one per image (+ a CAM's one-off layer probe); the plan's probe rows are not counted
+    assert r.evaluations == ref.evaluations == 40 + ("cam" in name)
+    e = get_explainer(name, tiny())
+    assert e.plan(x).rows_per_forward == 8 and e.plan(x, batch_size=5).rows_per_forward == 5
+    scale = float(np.abs(ref.maps).max())
+    np.testing.assert_allclose(r.maps, ref.maps, rtol=1e-4, atol=1e-5 * scale + 1e-7)
+    np.testing.assert_allclose(r.scores, ref.scores, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ONE_PASS)
+def test_one_image_runs_in_one_pass_in_the_faster_layout(name, monkeypatch):
+    calls = fake_grad_timing(monkeypatch, channels_last=True)
+    m = RowSpy()
+    m.inner = tiny(in_channels=3)
+    r = get_explainer(name, m).explain(blob_images(1, channels=3))
+    assert {size for size, _ in calls} == {1}  # the layout probe only
+    assert r.params["batch_size_used"] is None and r.params["channels_last"] is True
+    assert r.evaluations == 1 + ("cam" in name) and m.calls[-1] == (1, True)
 
 
 class Spy(nn.Module):
@@ -280,3 +318,13 @@ def test_to_layout():
     assert chunking.to_layout(v, True).is_contiguous(memory_format=torch.channels_last_3d)
     flat = torch.randn(3, 5)
     assert chunking.to_layout(flat, True) is flat
+
+
+@pytest.mark.parametrize("n", [1, 40])  # the layout probe, the full probe
+def test_a_model_the_probe_cannot_run_gets_the_jobs_own_error(n):
+    class Flat(nn.Module):
+        def forward(self, x):
+            return x.sum()
+
+    with pytest.raises(ExplanationError, match="logits of shape"):
+        get_explainer("saliency", Flat()).explain(blob_images(n))

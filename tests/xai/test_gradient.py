@@ -258,3 +258,44 @@ def test_one_pass_with_per_image_targets_and_several_targets():
     np.testing.assert_allclose(two.maps[1, 1], r.maps[1, 0], rtol=1e-6, atol=1e-9)
     with pytest.raises(MedlensError, match=r"shape \(N, T\) = \(4, T\)"):
         get_explainer("saliency", m).explain(x, target=np.zeros((3, 1), dtype=int))
+
+
+def test_guided_backprop_equals_captum_with_inplace_relus_and_several_targets():
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1),
+        torch.nn.ReLU(inplace=True),
+        torch.nn.Conv2d(8, 8, 3, padding=1),
+        torch.nn.ReLU(inplace=True),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8, 3),
+    ).eval()
+    x = blob_images(3, channels=3)
+    e = get_explainer("guided_backprop", m)
+    r = e.explain(x)  # one target per image: the folded pass
+    ref = GuidedBackprop(m).attribute(x.clone().requires_grad_(), target=_ref(m, x)).sum(1)
+    torch.testing.assert_close(_ours(r), ref, **EXACT)
+    assert r.evaluations == 3
+    both = e.explain(x, target=[0, 2])  # two targets: captum's GuidedBackprop per target
+    for j, k in enumerate((0, 2)):
+        ref = GuidedBackprop(m).attribute(x.clone().requires_grad_(), target=k).sum(1)
+        torch.testing.assert_close(torch.from_numpy(both.maps[:, j]), ref, **EXACT)
+    assert not any(mod._forward_hooks for mod in m.modules())  # hooks removed
+
+
+@pytest.mark.parametrize("batch_size", [None, 2])
+def test_gradient_shap_with_a_baseline_distribution_equals_captum(batch_size):
+    m, x = tiny(), blob_images(1)
+    dist = torch.stack([torch.zeros_like(x[0]), torch.full_like(x[0], -0.5), x[0] * 0.3])
+    r = get_explainer("gradient_shap", m, n_samples=7, stdevs=0.05, baseline=dist).explain(
+        x, seed=5, batch_size=batch_size
+    )
+    torch.manual_seed(5)
+    np.random.seed(5)
+    ref = GradientShap(m).attribute(
+        x.clone().requires_grad_(), baselines=dist, n_samples=7, stdevs=0.05, target=_ref(m, x)
+    )
+    tol = EXACT if batch_size is None else {"rtol": 1e-5, "atol": 1e-8}
+    torch.testing.assert_close(_ours(r), ref.sum(1), **tol)
+    assert r.evaluations == 7 + 1  # the samples, plus the scoring forward
