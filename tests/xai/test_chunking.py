@@ -65,6 +65,13 @@ def test_probe_picks_the_cheapest_size_and_layout(monkeypatch):
     assert len(calls) == n
 
 
+def test_a_small_job_still_probes_up_to_16_rows(monkeypatch):
+    calls = fake_timing(monkeypatch, best=16, channels_last=True)
+    plan = chunking.forward_plan(tiny(), blob_images(1), 129)  # Score-CAM: 1 + 128 channels
+    assert plan == chunking.ForwardPlan(16, True, True)
+    assert sum(size for size, _ in calls) <= chunking._FORWARD_BUDGET_ROWS + 3 * 16
+
+
 def test_probe_prefers_the_input_layout_when_it_is_cheaper(monkeypatch):
     fake_timing(monkeypatch, best=8, channels_last=False)
     assert chunking.forward_plan(tiny(), blob_images(1), 1000) == chunking.ForwardPlan(
