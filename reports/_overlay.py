@@ -260,6 +260,7 @@ def method_panel(
     window: tuple[float, float] | None = None,
     alpha: float = 0.6,
     note: str | None = None,
+    trust: Mapping[str, tuple[str, bool | None]] | None = None,
 ) -> Figure:
     """One case, several methods side by side, each with its own colour bar.
 
@@ -268,11 +269,15 @@ def method_panel(
     scan : ndarray of shape (H, W) or (C, H, W)
     maps : mapping method name -> (map (H, W), signed, score or None)
         Methods have different units, so each panel uses its own display limit.
+    trust : mapping method name -> (trust line, trusted), optional
+        A line under the method's title, coloured as in :func:`overlay_figure` (green
+        passed, red failed, grey not checked).
     """
     if not maps:
         raise param_error("maps", "method_panel", "at least one method", maps)
+    trust = dict(trust or {})
     n = len(maps)
-    cols = min(n, 3)
+    cols = 2 if n == 4 else min(n, 3)
     rows = -(-n // cols)
     fig = Figure(figsize=(4.6 * cols, 4.6 * rows + 0.6), dpi=DPI)
     FigureCanvasAgg(fig)
@@ -283,7 +288,22 @@ def method_panel(
         cb = fig.colorbar(sm, ax=ax, fraction=0.046, pad=0.03)
         cb.ax.tick_params(labelsize=8)
         label = name if score is None else f"{name} (score {score:.3f})"
-        ax.set_title(label, fontsize=11)
+        if name in trust:
+            line, trusted = trust[name]
+            ax.set_title(label, fontsize=11, pad=16)
+            ax.text(
+                0.5,
+                1.01,
+                line,
+                transform=ax.transAxes,
+                ha="center",
+                va="bottom",
+                fontsize=9.5,
+                fontweight="bold",
+                color=TRUST_COLOURS[trusted],
+            )
+        else:
+            ax.set_title(label, fontsize=11)
     head = "Explanations" + (f" \u2014 {target_name}" if target_name else "")
     head += f"   [green: top {TOP_FRACTION:.0%}; colour clipped at p{DISPLAY_PERCENTILE:g} |map|]"
     if note:

@@ -63,8 +63,43 @@ def test_explain_writes_overlay_map_and_sidecar_per_method(setup, capsys):
         assert side["trust"]["title"] == "trust: not checked"
         assert side["trust"]["failed_reasons"] == []
     printed = capsys.readouterr().out
-    assert sum(line.startswith(case) for line in printed.splitlines()) == 2
+    assert sum(line.startswith(case) for line in printed.splitlines()) == 3
     assert "evaluations=" in printed and "[trust: not checked]" in printed
+    # two methods: one panel of both on the same scan, announced with its path
+    panel = out / f"{case}_panel.png"
+    assert f"{case}  panel" in printed and str(panel) in printed
+    from PIL import Image
+
+    with Image.open(panel) as im:
+        w, h = im.size
+    assert w > 1.5 * h  # two panels side by side
+
+
+def test_panel_titles_carry_each_methods_trust_line(setup, monkeypatch, tmp_path):
+    import medlens.reports._overlay as overlay
+
+    seen, trust = {}, {}
+    real = overlay.method_panel
+
+    def spy(scan, maps, **kwargs):
+        seen.update(maps)
+        trust.update(kwargs["trust"])
+        return real(scan, maps, **kwargs)
+
+    monkeypatch.setattr(overlay, "method_panel", spy)
+    cfg, table, _ = setup
+    case = table["case_id"].iloc[0]
+    args = ["explain", "--config", str(cfg), "--case", case, "--no-progress", "--trust"]
+    assert main([*args, "--methods", "gradcam,saliency", "--out", str(tmp_path)]) == 0
+    assert len(seen) == 2
+    for method, (amap, signed, score) in seen.items():
+        side = json.loads((tmp_path / f"{case}_{method}.json").read_text())
+        assert trust[method] == (side["trust"]["title"], side["trust"]["trusted"])
+        assert signed is side["signed"]
+        assert score == pytest.approx(np.ravel(side["scores"])[0])
+        np.testing.assert_allclose(amap, np.load(tmp_path / f"{case}_{method}.npy")[0])
+    assert main([*args, "--methods", "gradcam", "--out", str(tmp_path / "one")]) == 0
+    assert not list((tmp_path / "one").glob("*_panel.png"))  # one method: no panel
 
 
 def test_explain_trust_puts_the_card_in_sidecar_and_title(setup, capsys, monkeypatch, tmp_path):

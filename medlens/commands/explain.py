@@ -6,10 +6,13 @@ randomisation, the normalised LeRF - MoRF gap, a second seed for stochastic meth
 share on the lesion / anatomy mask when the cases have masks); the PNG's trust line under
 the title (``overlay_figure(trust=...)``) then says "trust: passed" (green) or "trust: FAILED
 (<checks>)" (red), the footer repeats "not evidence", and the JSON sidecar carries the card,
-the reasons of its failed checks and the criteria. Without ``--trust`` the trust line says "trust: not checked". The cards are opt-in because they
-re-run the method on a randomised model (as costly as the explanation itself: thousands of
-model evaluations for LIME or SHAP), add 38 evaluations of deletion/insertion per map and,
-for stochastic methods, a second run: about twice to three times the cost of ``explain``.
+the reasons of its failed checks and the criteria. Without ``--trust`` the trust line says
+"trust: not checked". With two or more methods each case also gets ``<case>_panel.png``:
+the methods side by side on the same scan (and slice), each with its own colour bar, and
+with ``--trust`` each with its trust line. The cards are opt-in because they re-run the
+method on a randomised model (as costly as the explanation itself: thousands of model
+evaluations for LIME or SHAP), add 38 evaluations of deletion/insertion per map and, for
+stochastic methods, a second run: about twice to three times the cost of ``explain``.
 """
 
 from __future__ import annotations
@@ -74,7 +77,12 @@ def register(sub: Any) -> None:
         "see medlens.xai.list_explainers()",
     )
     p.add_argument(
-        "--out", type=Path, default=None, help="output folder (default: <output_dir>/explanations)"
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default: <output_dir>/explanations); per case and method a PNG "
+        "overlay, the map (.npy, original grid) and a JSON sidecar, and per case with two or "
+        "more methods <case>_panel.png",
     )
     p.add_argument(
         "--seed", type=int_at_least(0), default=None, help="seed (default: the config's seed)"
@@ -145,24 +153,48 @@ def _masks(rows: Any, column: str, geometries: list[Any]) -> Any:
     return np.stack(out)
 
 
-def _write(result: Any, out: Path, stem: str, scan: Any, card: Any, evaluations: dict) -> None:
-    """npy + JSON sidecar (:func:`medlens.xai.save_result`) and the trust-labelled PNG."""
+def _shown(result: Any, scan: Any, k: int | None = None) -> tuple[Any, Any, str | None, Any]:
+    """The first target's map and the scan as drawn (original grid; a volume at slice ``k``,
+    by default the slice with the most attribution), the slice note and the slice."""
     import numpy as np
 
+    from ..reports._overlay import pick_slice
+
+    maps = result.maps_original[0] if result.maps_original is not None else result.maps[0]
+    amap, s, note = np.asarray(maps[0]), np.asarray(scan), None
+    if amap.ndim == 3:
+        k = pick_slice(amap) if k is None else k
+        amap = amap[k]
+        s = s[..., k, :, :] if s.ndim == 4 else s[k]
+        note = f"slice {k} of {maps.shape[1]}"
+    return amap, s, note, k
+
+
+def _write_panel(results: dict[str, Any], cards: dict[str, Any], scan: Any, path: Path) -> Path:
+    """Every method's map of one case side by side (one colour bar each), on one slice."""
+    from ..reports._overlay import method_panel, save_png
+
+    k, maps, s, note, target = None, {}, None, None, None
+    for method, r in results.items():
+        amap, s, note, k = _shown(r, scan, k)
+        maps[method] = (amap, r.signed, float(r.scores[0, 0]))
+        target = r.target_names[0][0]
+    trust = {m: (trust_title(c), bool(c.trusted)) for m, c in cards.items()}
+    fig = method_panel(s, maps, target_name=target, note=note, trust=trust)
+    return save_png(fig, path)
+
+
+def _write(result: Any, out: Path, stem: str, scan: Any, card: Any, evaluations: dict) -> None:
+    """npy + JSON sidecar (:func:`medlens.xai.save_result`) and the trust-labelled PNG."""
+
     from ..reports._case_report import failed_trust_reasons
-    from ..reports._overlay import overlay_figure, pick_slice, save_png
+    from ..reports._overlay import overlay_figure, save_png
     from ..xai._run import _jsonable, save_result
     from ..xai._trust import TRUST_CRITERIA, trust_label
 
     paths = save_result(result, out, stem=stem)
     side = json.loads(paths["json"].read_text())
-    maps = result.maps_original[0] if result.maps_original is not None else result.maps[0]
-    amap, s, note = np.asarray(maps[0]), np.asarray(scan), None
-    if amap.ndim == 3:
-        k = pick_slice(amap)
-        amap = amap[k]
-        s = s[..., k, :, :] if s.ndim == 4 else s[k]
-        note = f"slice {k} of {maps.shape[1]}"
+    amap, s, note, _ = _shown(result, scan)
     if card is None:
         trust_note = TRUST_NOT_CHECKED_NOTE
     elif card.trusted:
@@ -247,12 +279,13 @@ def run(args: argparse.Namespace) -> int:
     anatomy = _masks(rows, "anatomy_mask", geometries) if args.trust else None
     lesion = _masks(rows, "lesion_mask", geometries) if args.trust else None
     for i, case in enumerate(wanted):
+        cards = {}
         for method, r in results[case].items():
             card, ev = None, {}
             if args.trust:
                 # one case at a time, like the explanation itself: a card does not depend on
                 # which other cases are explained with it
-                cards, ev = case_trust_cards(
+                cards_, ev = case_trust_cards(
                     model.module,
                     x[i : i + 1],
                     r.maps[:, 0].astype(np.float64),
@@ -265,7 +298,7 @@ def run(args: argparse.Namespace) -> int:
                     anatomy_masks=None if anatomy is None else anatomy[i : i + 1],
                     lesion_masks=None if lesion is None else lesion[i : i + 1],
                 )
-                card = cards[0]
+                card = cards[method] = cards_[0]
             _write(r, out, f"{case}_{method}", images[i].pixels, card, ev)
             extra = f"  trust_evaluations={sum(ev.values())}" if ev else ""
             print(
@@ -273,4 +306,7 @@ def run(args: argparse.Namespace) -> int:
                 f"score={r.scores[0, 0]:.3f} evaluations={r.evaluations}{extra}  "
                 f"[{trust_title(card)}]  {out / f'{case}_{method}.png'}"
             )
+        if len(results[case]) > 1:
+            panel = _write_panel(results[case], cards, images[i].pixels, out / f"{case}_panel.png")
+            print(f"{case}  {'panel':<22} {len(results[case])} methods  {panel}")
     return 0

@@ -90,10 +90,14 @@ def test_multi_method_panel(tmp_path):
             "shap": (amap, True, 0.9),
         },
         target_name="nodule",
+        trust={"gradcam": ("trust: FAILED (anatomy)", False), "lime": ("trust: passed", True)},
     )
     path = save_png(fig, tmp_path / "panel.png")
     assert path.stat().st_size > 10_000
     assert len(fig.axes) == 8  # 4 images + 4 colour bars
+    lines = {t.get_text(): t.get_color() for ax in fig.axes for t in ax.texts}
+    assert lines == {"trust: FAILED (anatomy)": "#c62828", "trust: passed": "#2e7d32"}
+    assert tuple(fig.get_size_inches()) == pytest.approx((9.2, 9.8))  # four methods: 2 x 2
 
 
 def test_bad_input():
