@@ -24,6 +24,8 @@ __all__ = [
     "STATUS_FAILED",
     "STATUS_OK",
     "UNKNOWN_KEY",
+    "case_mask",
+    "case_masks",
     "dataset_fingerprint",
     "load_cases",
     "select_split",
@@ -190,6 +192,54 @@ def _fill_failed_keys(
         for col in _SCAN_COHORT_COLUMNS:
             if col in table.columns and pd.isna(table.at[i, col]):
                 table.at[i, col] = MISSING
+
+
+MASK_UNREADABLE = (
+    "mask file {path!r} of case {case!r} (column {column!r}) {problem}; expected a .npy "
+    "boolean array of the scan's shape {shape}. Fix the path in the labels file, or leave the "
+    "cell empty when the case has no mask"
+)
+
+
+def case_mask(path: Any, geometry: Any, *, case: str, column: str) -> np.ndarray | None:
+    """A case's mask file (.npy on the scan's original grid) on the model-input grid.
+
+    None when the case has no mask (an empty cell); a path that cannot be read or a mask of
+    the wrong shape raises :class:`InputDataError` naming the file, the case and the column
+    (never an empty mask in its place: the trust checks would lose the lesion silently).
+    """
+    from .xai._audit import mask_to_input
+
+    if not isinstance(path, str) or not path:
+        return None
+    shape = tuple(geometry.original_shape)
+    try:
+        mask = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        problem = "does not exist" if not Path(path).exists() else f"cannot be read ({exc})"
+        raise InputDataError(
+            MASK_UNREADABLE.format(
+                path=path, case=case, column=column, problem=problem, shape=shape
+            )
+        ) from exc
+    if mask.shape != shape:
+        raise InputDataError(
+            MASK_UNREADABLE.format(
+                path=path, case=case, column=column, problem=f"has shape {mask.shape}", shape=shape
+            )
+        )
+    return mask_to_input(mask, geometry)
+
+
+def case_masks(table: pd.DataFrame, column: str, geometries: list[Any]) -> list | None:
+    """:func:`case_mask` for every row of ``table`` (in order); None when the table has no
+    such column or no case has a mask."""
+    if column not in table.columns or table[column].isna().all():
+        return None
+    return [
+        case_mask(p, g, case=str(c), column=column)
+        for p, g, c in zip(table[column], geometries, table["case_id"], strict=True)
+    ]
 
 
 def read_images(

@@ -48,6 +48,7 @@ from ._errors import InputDataError, param_error
 from ._pipeline import (
     CASE_COLUMNS,
     STATUS_OK,
+    case_mask,
     dataset_fingerprint,
     load_cases,
     predict_cases,
@@ -212,15 +213,6 @@ def _trust_cards(audit: Mapping[str, Any] | None) -> dict[tuple[str, str], Mappi
     return cards
 
 
-def _input_mask(path: Any, geometry: Any) -> np.ndarray:
-    """A mask file (.npy, original grid) on the model-input grid; all False without one."""
-    from .xai._audit import mask_to_input
-
-    if not isinstance(path, str) or not Path(path).is_file():
-        return np.zeros(geometry.input_shape, bool)
-    return mask_to_input(np.load(path), geometry)
-
-
 def _explain_maps(
     cfg: MedlensConfig,
     model: Any,
@@ -255,10 +247,13 @@ def _explain_maps(
     meta: dict[str, Any] = {}
     for i, case_id in enumerate(ids):
         paths = dict(masks[i]) if masks is not None else {}
-        anatomy = lesion = None
-        if any(isinstance(paths.get(c), str) for c in ("anatomy_mask", "lesion_mask")):
-            anatomy = _input_mask(paths.get("anatomy_mask"), geometries[i])[None]
-            lesion = _input_mask(paths.get("lesion_mask"), geometries[i])[None]
+        anatomy, lesion = (
+            None if m is None else m[None]
+            for m in (
+                case_mask(paths.get(c), geometries[i], case=case_id, column=c)
+                for c in ("anatomy_mask", "lesion_mask")
+            )
+        )
         for method, r in results[case_id].items():
             amap = r.maps_original[0][0] if r.maps_original is not None else r.maps[0, 0]
             maps[(case_id, method)] = np.asarray(amap)

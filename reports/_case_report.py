@@ -66,6 +66,11 @@ UNTRUSTED_LABEL = "FAILED trust checks: not evidence"
 TRUSTED_LABEL = "trust checks passed"
 UNCHECKED_LABEL = "trust not checked"
 LOW_AGREEMENT = 0.5
+#: How the gallery and case-report overlays (:func:`render_heatmap_overlay`) are coloured
+OVERLAY_COLOUR_RULE = (
+    "Colour shows influence on the score (brighter = more influence), clipped at the "
+    "99th percentile of each map."
+)
 SCORE_FILL_ABOVE = colors.HexColor("#2f4b7c")
 SCORE_FILL_BELOW = colors.HexColor("#8aa1c1")
 
@@ -462,11 +467,7 @@ def case_report_story(case: CaseInput, *, width: float | None = None) -> list[Fl
             cmds.append(("BOX", (c, r), (c, r), 1.5, BADGE_COLOURS["FAIL"]))
     table.setStyle(TableStyle(cmds))
     body.append(table)
-    body += paragraph(
-        "Colour shows influence on the score (brighter = more influence), clipped at the "
-        "99th percentile of each map.",
-        style="caption",
-    )
+    body += paragraph(OVERLAY_COLOUR_RULE, style="caption")
 
     if case.agreement is not None:
         agreement = _finite(case.agreement, "agreement")

@@ -26,6 +26,7 @@ from medlens._errors import EvidenceError, param_error
 from medlens.validation import EVIDENCE_METRICS
 
 from ._bundle import EvidenceBundle, read_bundle, sha256_file
+from ._case_report import OVERLAY_COLOUR_RULE
 from ._findings import qualifying_findings
 from ._pdf import (
     PdfContext,
@@ -1299,7 +1300,9 @@ def _explanations(
     story += paragraph(
         "Highest-scoring true positives, highest-scoring false positives and lowest-scoring "
         "false negatives, each explained by several methods. A heatmap shows what influenced "
-        "the model's score, not where disease is. Case ids are pseudonymous"
+        "the model's score, not where disease is. "
+        + OVERLAY_COLOUR_RULE
+        + " Case ids are pseudonymous"
         + (
             "; patient identifiers from the DICOM headers are shown in brackets "
             "(--include-identifiers)."
@@ -1308,7 +1311,7 @@ def _explanations(
         ),
         style="small",
     )
-    from reportlab.platypus import KeepTogether, Table
+    from reportlab.platypus import KeepTogether, Table, TableStyle
 
     for case in gallery:
         who = ""
@@ -1336,6 +1339,7 @@ def _explanations(
         w = min(55.0, 170.0 / len(pngs))
         cells = [image(p, width_mm=w - 3) + paragraph(m, style="caption") for m, p in pngs]
         t = Table([cells], colWidths=[w * 2.8346] * len(cells), hAlign="LEFT")
+        t.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP")]))  # images level
         story.append(KeepTogether([*title, t]))
     return story
 

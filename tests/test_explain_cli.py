@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -222,3 +223,32 @@ def test_batch_size_defaults_to_the_config_and_auto_is_recorded(setup, capsys, t
         main([*args, "--batch-size", "0"])
     assert exc.value.code == 2
     assert "expected an integer >= 1 or 'auto', got '0'" in capsys.readouterr().err
+
+
+def test_a_missing_mask_file_is_a_clear_error_not_an_empty_mask(setup, tmp_path, capsys):
+    cfg_path, table, root = setup
+    cfg = yaml.safe_load(cfg_path.read_text())
+    labels_path = Path(cfg["data"]["labels"])
+    labels = pd.read_csv(labels_path)
+    labels.loc[0, "lesion_mask"] = "masks/gone.npy"
+    bad_labels = labels_path.with_name("labels_gone_mask.csv")  # relative paths still resolve
+    labels.to_csv(bad_labels, index=False)
+    cfg["data"]["labels"] = str(bad_labels)
+    bad_cfg = tmp_path / "cfg.yaml"
+    bad_cfg.write_text(yaml.safe_dump(cfg))
+    cases = load_cases_from(bad_cfg)
+    case = cases.loc[cases["lesion_mask"].str.endswith("gone.npy"), "case_id"].item()
+    args = ["explain", "--config", str(bad_cfg), "--case", case, "--methods", "gradcam"]
+    code = main([*args, "--no-progress", "--trust", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and "gone.npy" in err and "does not exist" in err and case in err
+    assert "Traceback" not in err
+    # without --trust the masks are not needed and the overlay is written
+    assert main([*args, "--no-progress", "--out", str(tmp_path / "o")]) == 0
+    bad_labels.unlink()
+
+
+def load_cases_from(path):
+    from medlens.config import load_config
+
+    return load_cases(load_config(path)).table

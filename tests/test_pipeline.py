@@ -220,3 +220,37 @@ def test_scan_keeps_header_rows_of_skipped_files(tmp_path):
     kept = manifest.table.set_index("path").loc[str(files[0].resolve())]
     assert row["patient_key"] == kept["patient_key"] and row["case_id"] != kept["case_id"]
     assert row["case_id"].startswith("case-")
+
+
+def test_case_masks_reads_each_case_or_says_which_file_is_wrong(cohort, tmp_path):
+    from medlens._pipeline import case_mask, case_masks
+    from medlens.io import read_image
+    from medlens.xai import mask_to_input
+
+    cfg = demo_config(cohort=cohort)
+    table = load_cases(cfg).table.iloc[:3].reset_index(drop=True)
+    model = load_model(cfg.model, preprocess=cfg.preprocess)
+    _, geoms = model.preprocess.batch([read_image(p) for p in table["path"]])
+    table.loc[1, "lesion_mask"] = np.nan  # a case without a mask
+    got = case_masks(table, "lesion_mask", geoms)
+    assert got[1] is None
+    for i in (0, 2):
+        want = mask_to_input(np.load(table.at[i, "lesion_mask"]), geoms[i])
+        np.testing.assert_array_equal(got[i], want)
+    assert case_masks(table.drop(columns="lesion_mask"), "lesion_mask", geoms) is None
+    assert case_masks(table.assign(lesion_mask=np.nan), "lesion_mask", geoms) is None
+
+    case = table.at[0, "case_id"]
+    kw = {"case": case, "column": "lesion_mask"}
+    missing = str(tmp_path / "nope.npy")
+    with pytest.raises(InputDataError, match=r"nope\.npy.*does not exist") as err:
+        case_mask(missing, geoms[0], **kw)
+    assert case in str(err.value) and "'lesion_mask'" in str(err.value)
+    bad = tmp_path / "bad.npy"
+    bad.write_bytes(b"not a numpy file")
+    with pytest.raises(InputDataError, match=r"bad\.npy.*cannot be read"):
+        case_mask(str(bad), geoms[0], **kw)
+    small = tmp_path / "small.npy"
+    np.save(small, np.zeros((3, 3), bool))
+    with pytest.raises(InputDataError, match=r"has shape \(3, 3\); expected .* shape \(64, 64\)"):
+        case_mask(str(small), geoms[0], **kw)

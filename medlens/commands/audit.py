@@ -341,9 +341,8 @@ def audit_to_folder(
     (see :func:`parse_regions`); ``with_road`` adds ROAD. Returns the
     ``explanation_audit.json`` record (what ``medlens run`` puts in the bundle).
     """
-    import numpy as np
 
-    from medlens._pipeline import STATUS_OK, load_cases, predict_cases, select_split
+    from medlens._pipeline import STATUS_OK, case_masks, load_cases, predict_cases, select_split
     from medlens.model import load_model
     from medlens.reports._atomic import atomic_write_bytes
     from medlens.reports._audit_figures import (
@@ -352,7 +351,7 @@ def audit_to_folder(
         sanity_figure,
     )
     from medlens.reports._bundle import write_json
-    from medlens.xai._audit import mask_to_input, run_audit
+    from medlens.xai._audit import run_audit
 
     out.mkdir(parents=True, exist_ok=True)
     table = select_split(load_cases(cfg).table, cfg, cfg.data.test_split)
@@ -366,14 +365,6 @@ def audit_to_folder(
     scored = scored.iloc[ok].reset_index(drop=True)
     x, geoms = model.preprocess.batch([images[i] for i in ok])
 
-    def masks(column):
-        if column not in scored.columns or scored[column].isna().all():
-            return None
-        return [
-            None if not isinstance(p, str) else mask_to_input(np.load(p), g)
-            for p, g in zip(scored[column], geoms, strict=True)
-        ]
-
     scored.index = scored["case_id"].astype(str)
     cols = [c for c in cfg.data.cohort_columns if c in scored.columns]
     audit = run_audit(
@@ -381,8 +372,8 @@ def audit_to_folder(
         x,
         scored,
         methods=methods,
-        anatomy_masks=masks("anatomy_mask"),
-        lesion_masks=masks("lesion_mask"),
+        anatomy_masks=case_masks(scored, "anatomy_mask", geoms),
+        lesion_masks=case_masks(scored, "lesion_mask", geoms),
         cohort_columns=cols,
         max_cases=max_cases,
         seed=seed,

@@ -136,21 +136,9 @@ def trust_title(card: Any) -> str:
     return f"trust: FAILED ({', '.join(failed)})"
 
 
-def _masks(rows: Any, column: str, geometries: list[Any]) -> Any:
-    import numpy as np
-
-    from ..xai._audit import mask_to_input
-
-    if column not in rows.columns or rows[column].isna().all():
-        return None
-    out = []
-    for p, g in zip(rows[column], geometries, strict=True):
-        out.append(
-            np.zeros(g.input_shape, bool)
-            if not isinstance(p, str)
-            else mask_to_input(np.load(p), g)
-        )
-    return np.stack(out)
+def _one(masks: list | None, i: int) -> Any:
+    """Case ``i``'s mask as a batch of one, or None when it has none."""
+    return None if masks is None or masks[i] is None else masks[i][None]
 
 
 def _shown(result: Any, scan: Any, k: int | None = None) -> tuple[Any, Any, str | None, Any]:
@@ -234,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
 
     from .. import xai
     from .._errors import InputDataError
-    from .._pipeline import STATUS_OK, load_cases, read_images
+    from .._pipeline import STATUS_OK, case_masks, load_cases, read_images
     from ..config import load_config
     from ..model import load_model
     from ..xai._audit import case_trust_cards
@@ -276,8 +264,8 @@ def run(args: argparse.Namespace) -> int:
         inverse=[partial(model.preprocess.invert_map, geometry=g) for g in geometries],
         progress=not args.no_progress,
     )
-    anatomy = _masks(rows, "anatomy_mask", geometries) if args.trust else None
-    lesion = _masks(rows, "lesion_mask", geometries) if args.trust else None
+    anatomy = case_masks(rows, "anatomy_mask", geometries) if args.trust else None
+    lesion = case_masks(rows, "lesion_mask", geometries) if args.trust else None
     for i, case in enumerate(wanted):
         cards = {}
         for method, r in results[case].items():
@@ -295,8 +283,8 @@ def run(args: argparse.Namespace) -> int:
                     head=cfg.model.head,
                     seed=seed,
                     batch_size=batch_size,
-                    anatomy_masks=None if anatomy is None else anatomy[i : i + 1],
-                    lesion_masks=None if lesion is None else lesion[i : i + 1],
+                    anatomy_masks=_one(anatomy, i),
+                    lesion_masks=_one(lesion, i),
                 )
                 card = cards[method] = cards_[0]
             _write(r, out, f"{case}_{method}", images[i].pixels, card, ev)
