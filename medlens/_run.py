@@ -226,7 +226,8 @@ def _explain_maps(
 
     Each map gets its per-case trust card (:func:`medlens.xai._audit.case_trust_cards`),
     computed exactly as ``medlens explain --trust`` does: one case at a time, the config's
-    seed, the case's anatomy and lesion masks. The cards ride in ``meta`` (``trust``), so
+    seed and ``model.batch_size`` (no timing-dependent chunk or layout choice, so reruns
+    give the same bytes), the case's anatomy and lesion masks. The cards ride in ``meta`` (``trust``), so
     they are cached with the maps.
     """
     from . import xai
@@ -240,6 +241,7 @@ def _explain_maps(
         x,
         case_ids=ids,
         seed=cfg.seed,
+        batch_size=cfg.model.batch_size,  # fixed chunks: evidence is bit-exact on rerun
         inverse=[partial(model.preprocess.invert_map, geometry=g) for g in geometries],
         progress=progress,
     )

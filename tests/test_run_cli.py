@@ -257,6 +257,22 @@ def _same_outputs(a: Path, b: Path) -> None:
         ).read_bytes()
 
 
+def test_gallery_chunks_do_not_depend_on_timing(run_out, tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """The gallery runs in the config's batch size: no probe times the machine, so the maps
+    (and the evidence) cannot change with the load on it."""
+    from medlens.xai import _chunking
+
+    timed = []
+    monkeypatch.setattr(_chunking, "_seconds", lambda *a: timed.append(a) or 1.0)
+    monkeypatch.setattr(_chunking, "_seconds_grad", lambda *a: timed.append(a) or 1.0)
+    _chunking.clear_chunk_cache()
+    root, _, plan = run_out
+    args = _args(root, plan, tmp_path / "o")
+    args[args.index("--methods") + 1] = "saliency,integrated_gradients"
+    assert main([*args, "--no-cache"]) == 0
+    assert timed == []
+
+
 def test_two_runs_give_identical_bytes(run_out, primed, tmp_path, counted) -> None:  # noqa: ANN001
     """Same inputs, same bytes: JSON bundle and both PDFs (the date comes from
     SOURCE_DATE_EPOCH when it is set, as in reproducible builds)."""
