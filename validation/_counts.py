@@ -29,6 +29,7 @@ __all__ = [
     "npv",
     "ppv",
     "predict_at_threshold",
+    "mover_ratio_ci",
     "sensitivity",
     "specificity",
     "youden_j",
@@ -327,6 +328,38 @@ def f1_score(
     return MetricEstimate(2 * c.tp / d, math.nan, math.nan, "none")
 
 
+def mover_ratio_ci(
+    p1: float, ci1: tuple[float, float], p2: float, ci2: tuple[float, float]
+) -> tuple[float, float]:
+    """MOVER-R interval of the ratio ``p1 / p2`` of two independent estimates from their
+    own intervals (Donner & Zou 2012, method of variance estimates recovery).
+
+    ``L = (p1 p2 - sqrt((p1 p2)^2 - l1 u2 (2 p1 - l1)(2 p2 - u2))) / (u2 (2 p2 - u2))`` and
+    ``U = (p1 p2 + sqrt((p1 p2)^2 - u1 l2 (2 p1 - u1)(2 p2 - l2))) / (l2 (2 p2 - l2))``:
+    the roots of ``(p1 - t p2)^2 = (p1 - l1)^2 + t^2 (u2 - p2)^2`` (and its upper twin).
+    With Wilson component intervals it keeps a width at ``p1 = 0`` (lower bound 0) and at
+    ``p2 = 1``, where the log method and statsmodels' score interval of the ratio
+    degenerate; ``U`` is infinite when ``l2 = 0``.
+
+    References
+    ----------
+    Donner, A. & Zou, G. Y. (2012). Closed-form confidence intervals for functions of the
+    normal mean and standard deviation. Stat Methods Med Res 21(4):347-359.
+    """
+    (l1, u1), (l2, u2) = ci1, ci2
+    r = p1 * p2
+    a, c = u2 * (2 * p2 - u2), l1 * (2 * p1 - l1)
+    if a == 0:  # the quadratic is linear: -2 r t + c = 0
+        lo = c / (2 * r) if r > 0 else 0.0
+    else:  # a < 0 (wide u2): the roots straddle 0 and this is the non-negative one
+        lo = (r - math.sqrt(max(0.0, r * r - a * c))) / a
+    a, c = l2 * (2 * p2 - l2), u1 * (2 * p1 - u1)
+    if a <= 0:
+        return max(0.0, lo), math.inf
+    hi = (r + math.sqrt(max(0.0, r * r - a * c))) / a
+    return max(0.0, lo), hi
+
+
 def _lr(
     metric: str, c: ConfusionCounts, positive: bool, alpha: float, cohort: str | None
 ) -> MetricEstimate:
@@ -345,13 +378,20 @@ def _lr(
             else "division by zero (specificity is 0)",
         )
     if a == 0:
-        # Estimate 0; the log-method interval has no lower bound information.
+        # The log method needs a > 0: MOVER-R of the two Wilson intervals keeps an upper bound
+        lo, hi = mover_ratio_ci(
+            0.0,
+            proportion_ci(0, n1, method="wilson", alpha=alpha),
+            b / n0,
+            proportion_ci(b, n0, method="wilson", alpha=alpha),
+        )
         return MetricEstimate(
             0.0,
-            math.nan,
-            math.nan,
-            "log",
-            f"{metric} is 0 (zero count); the log-method interval is undefined",
+            lo,
+            hi,
+            "mover-wilson",
+            f"{metric} is 0 (zero count): the log-method interval is undefined, so the "
+            "interval is MOVER-R (Donner & Zou 2012) of the two proportions' Wilson intervals",
         )
     est = (a / n1) / (b / n0)
     se = math.sqrt(1 / a - 1 / n1 + 1 / b - 1 / n0)
@@ -362,7 +402,8 @@ def _lr(
 def likelihood_ratio_positive(
     y_true: object, y_pred: object | None = None, *, alpha: float = 0.05, cohort: str | None = None
 ) -> MetricEstimate:
-    """LR+ = sensitivity / (1 - specificity) with the log-method CI.
+    """LR+ = sensitivity / (1 - specificity) with the log-method CI; at LR+ = 0 (no true
+    positive) the MOVER-R interval of :func:`mover_ratio_ci`.
 
     References
     ----------
@@ -375,5 +416,6 @@ def likelihood_ratio_positive(
 def likelihood_ratio_negative(
     y_true: object, y_pred: object | None = None, *, alpha: float = 0.05, cohort: str | None = None
 ) -> MetricEstimate:
-    """LR- = (1 - sensitivity) / specificity with the log-method CI (Simel et al. 1991)."""
+    """LR- = (1 - sensitivity) / specificity with the log-method CI (Simel et al. 1991);
+    at LR- = 0 (no false negative) the MOVER-R interval of :func:`mover_ratio_ci`."""
     return _lr("lr_negative", _counts(y_true, y_pred), False, alpha, cohort)

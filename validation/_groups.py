@@ -18,6 +18,7 @@ from ._counts import (
     f1_score,
     likelihood_ratio_negative,
     likelihood_ratio_positive,
+    mover_ratio_ci,
     npv,
     ppv,
     sensitivity,
@@ -127,6 +128,19 @@ AUC_BOUNDARY_NOTE = (
     "AUC {auc:g} (complete separation): the {method} variance is 0, so the interval is "
     "Newcombe's (2006) score interval on {m:.4g} positive and {n:.4g} negative "
     "effective cases"
+)
+LR_MOVER_METHOD = "{method}, widened to MOVER-R-{ci} on effective n"
+LR_MOVER_NOTE = (
+    "interval widened to the MOVER-R interval of the ratio (Donner & Zou 2012) of the {ci} "
+    "intervals of its two proportions on their effective sample sizes n/DEFF ({p:.4g} "
+    "positive and {q:.4g} negative patients-equivalent); the {method} interval ({lo}, {hi}) "
+    "was narrower"
+)
+F1_METHOD = "{method}, widened to {ci} on the Jaccard index"
+F1_NOTE = (
+    "interval widened to the {ci} interval of the Jaccard index J = TP/(TP+FP+FN) on "
+    "{m:.4g} effective cases, as F1 = 2J/(1+J) (given TP+FP+FN, TP is binomial); the "
+    "{method} interval ({lo}, {hi}) was narrower"
 )
 DEFF_ESTIMATED = "DEFF: Kish design effect of the patient clusters, at least 1"
 DEFF_LARGEST = (
@@ -251,27 +265,18 @@ def _widen_to_effective_n(
             continue
         neff, deff, estimated = effective_n(num, den, cc, deff=deffs.get(key))
         lo, hi = effective_proportion_ci(est.estimate, neff, method=ci, alpha=alpha)
-        blo, bhi = est.ci_low, est.ci_high
-        if not (math.isnan(blo) or math.isnan(bhi)) and lo >= blo and hi <= bhi:
-            continue
-        new_lo = lo if math.isnan(blo) else min(lo, blo)
-        new_hi = hi if math.isnan(bhi) else max(hi, bhi)
         note = EFFECTIVE_N_NOTE.format(
             ci=ci,
             n=int(np.count_nonzero(den)),
             deff=deff,
             neff=neff,
             why=DEFF_ESTIMATED if estimated else DEFF_LARGEST,
-            lo=f"{blo:.4g}",
-            hi=f"{bhi:.4g}",
+            lo="{lo}",
+            hi="{hi}",
         )
-        m[key] = MetricEstimate(
-            est.estimate,
-            float(new_lo),
-            float(new_hi),
-            EFFECTIVE_N_METHOD.format(boot=est.method, ci=ci),
-            note if not est.note else f"{est.note}; {note}",
-        )
+        got = _union(est, lo, hi, EFFECTIVE_N_METHOD.format(boot=est.method, ci=ci), note)
+        if got is not None:
+            m[key] = got
 
 
 def _widen_balanced_accuracy(
@@ -304,21 +309,107 @@ def _widen_balanced_accuracy(
         p = float(np.sum(num[den.astype(bool)]) / np.count_nonzero(den))
         bounds.append((p, *effective_proportion_ci(p, neff, method=ci, alpha=alpha)))
     (se, l1, u1), (sp, l2, u2) = bounds
-    lo = est.estimate - 0.5 * math.hypot(se - l1, sp - l2)
-    hi = est.estimate + 0.5 * math.hypot(u1 - se, u2 - sp)
+    lo = max(0.0, est.estimate - 0.5 * math.hypot(se - l1, sp - l2))
+    hi = min(1.0, est.estimate + 0.5 * math.hypot(u1 - se, u2 - sp))
+    note = MOVER_NOTE.format(ci=ci, method=est.method, lo="{lo}", hi="{hi}")
+    got = _union(est, lo, hi, MOVER_METHOD.format(method=est.method, ci=ci), note)
+    if got is not None:
+        m["balanced_accuracy"] = got
+
+
+def _union(
+    est: MetricEstimate, lo: float, hi: float, method: str, note: str
+) -> MetricEstimate | None:
+    """``est`` with its interval widened to contain (lo, hi), or None when it already
+    does; ``note`` is formatted with the old bounds (``lo``, ``hi``)."""
     blo, bhi = est.ci_low, est.ci_high
     if not (math.isnan(blo) or math.isnan(bhi)) and lo >= blo and hi <= bhi:
-        return
-    new_lo = max(0.0, lo if math.isnan(blo) else min(lo, blo))
-    new_hi = min(1.0, hi if math.isnan(bhi) else max(hi, bhi))
-    note = MOVER_NOTE.format(ci=ci, method=est.method, lo=f"{blo:.4g}", hi=f"{bhi:.4g}")
-    m["balanced_accuracy"] = MetricEstimate(
+        return None
+    new_lo = lo if math.isnan(blo) else min(lo, blo)
+    new_hi = hi if math.isnan(bhi) else max(hi, bhi)
+    note = note.format(lo=f"{blo:.4g}", hi=f"{bhi:.4g}")
+    return MetricEstimate(
         est.estimate,
         float(new_lo),
         float(new_hi),
-        MOVER_METHOD.format(method=est.method, ci=ci),
+        method,
         note if not est.note else f"{est.note}; {note}",
     )
+
+
+def _widen_likelihood_ratios(
+    m: dict[str, MetricEstimate],
+    yy: np.ndarray,
+    pp: np.ndarray,
+    cc: np.ndarray,
+    *,
+    ci: str,
+    alpha: float,
+    deffs: Mapping[str, float],
+) -> None:
+    """Under patient clustering, make the LR+ and LR- intervals at least as wide as the
+    MOVER-R interval (:func:`~medlens.validation._counts.mover_ratio_ci`) of the ``ci``
+    intervals of their two proportions on the effective sample sizes of sensitivity
+    (positives) and specificity (negatives) (in place).
+
+    The percentile cluster bootstrap collapses to [0, 0] when no positive is missed (LR-)
+    and is too narrow when few patients make a class; MOVER-R does not.
+    """
+    parts = _proportion_parts(yy, pp)
+    pos, neg = yy == 1, yy == 0
+    if not pos.any() or not neg.any():
+        return
+    p_eff = effective_n(*parts["sensitivity"], cc, deff=deffs.get("sensitivity"))[0]
+    q_eff = effective_n(*parts["specificity"], cc, deff=deffs.get("specificity"))[0]
+    se, fpr = float(pp[pos].mean()), float(pp[neg].mean())
+    for key, p1, p2 in (("lr_positive", se, fpr), ("lr_negative", 1 - se, 1 - fpr)):
+        est = m[key]
+        if math.isnan(est.estimate) or p2 == 0:
+            continue
+        lo, hi = mover_ratio_ci(
+            p1,
+            effective_proportion_ci(p1, p_eff, method=ci, alpha=alpha),
+            p2,
+            effective_proportion_ci(p2, q_eff, method=ci, alpha=alpha),
+        )
+        note = LR_MOVER_NOTE.format(
+            ci=ci, p=p_eff, q=q_eff, method=est.method, lo="{lo}", hi="{hi}"
+        )
+        got = _union(est, lo, hi, LR_MOVER_METHOD.format(method=est.method, ci=ci), note)
+        if got is not None:
+            m[key] = got
+
+
+def _widen_f1(
+    m: dict[str, MetricEstimate],
+    yy: np.ndarray,
+    pp: np.ndarray,
+    cc: np.ndarray,
+    *,
+    ci: str,
+    alpha: float,
+) -> None:
+    """Make the F1 interval at least as wide as the ``ci`` interval of the Jaccard index
+    J = TP / (TP + FP + FN) on its effective number of cases, mapped through the monotone
+    F1 = 2J / (1 + J) (in place).
+
+    Given m = TP + FP + FN, TP is binomial (m, J) under multinomial sampling, so the
+    interval is valid; on patient clusters m is divided by the design effect of J. It keeps
+    a width at F1 = 1, where every bootstrap replicate is 1.
+    """
+    est = m["f1"]
+    if math.isnan(est.estimate):
+        return
+    den = (yy == 1) | (pp == 1)
+    num = ((yy == 1) & (pp == 1)).astype(np.int8)
+    m_eff, _, _ = effective_n(num, den, cc)
+    j = float(num[den].mean())
+    jl, jh = effective_proportion_ci(j, m_eff, method=ci, alpha=alpha)
+    lo, hi = 2 * jl / (1 + jl), 2 * jh / (1 + jh)
+    note = F1_NOTE.format(ci=ci, m=m_eff, method=est.method, lo="{lo}", hi="{hi}")
+    got = _union(est, lo, hi, F1_METHOD.format(method=est.method, ci=ci), note)
+    if got is not None:
+        m["f1"] = got
 
 
 def patients_per_metric(yy: np.ndarray, pp: np.ndarray, cc: np.ndarray) -> dict[str, int]:
@@ -502,6 +593,10 @@ def group_result(
       ends in ", widened to <ci> on effective n" and the ``note`` gives n, DEFF and the
       bootstrap interval;
     * balanced accuracy: widened to the MOVER interval of the two proportions;
+    * under clustering, LR+ and LR-: widened to the MOVER-R interval of their two
+      proportions on effective n (:func:`_widen_likelihood_ratios`);
+    * F1: widened to the interval of the Jaccard index on its effective cases, mapped to
+      F1 (:func:`_widen_f1`);
     * AUC 0 or 1: Newcombe's score interval on the effective class sizes;
     * more than :data:`UNRELIABLE_SHARE` of a metric's replicates undefined: the
       interval is flagged unreliable (``flags`` and ``note``).
@@ -537,6 +632,9 @@ def group_result(
     ba_deffs = deff if clustered else {"sensitivity": 1.0, "specificity": 1.0}
     cl_ba = cc if clustered else np.arange(yy.size)
     _widen_balanced_accuracy(m, yy, pp, cl_ba, ci=ci, alpha=alpha, deffs=ba_deffs)
+    if clustered:
+        _widen_likelihood_ratios(m, yy, pp, cc, ci=ci, alpha=alpha, deffs=deff)
+    _widen_f1(m, yy, pp, cl_ba, ci=ci, alpha=alpha)
     flags = _flags(
         counts.n_positive, counts.n_negative, counts.n, plan, patients_per_metric(yy, pp, cc)
     )

@@ -1,7 +1,8 @@
 """Intervals that keep a width when the cluster bootstrap degenerates (estimate 0 or 1,
 few patients), small-cohort flags on patients, and no difference test for flagged
 cohorts. References: statsmodels (proportion_confint, cluster-robust variance of a mean)
-and the MOVER formula of Zou & Donner (2008) written out."""
+and the MOVER formula of Zou & Donner (2008) written out; MOVER-R checked against the
+roots of its defining equations."""
 
 from __future__ import annotations
 
@@ -293,3 +294,93 @@ def test_unclustered_balanced_accuracy_at_one_uses_mover_on_n():
     (l1, _), (l2, _) = _wilson(5, 5), _wilson(13, 13)  # 5 positives, 13 negatives
     assert ba.estimate == 1.0 and ba.method == "wald, widened to MOVER-wilson on effective n"
     assert ba.ci_low == pytest.approx(1 - 0.5 * math.hypot(1 - l1, 1 - l2), abs=1e-12)
+
+
+def _mover_root(p1, l1, u1, p2, l2, u2, upper):
+    """The MOVER-R bound found numerically: the r where the MOVER limit of p1 - r p2
+    (Zou & Donner's square-and-add) reaches 0 (Newcombe 2016, SMMR 25(5):1774)."""
+    from scipy.optimize import brentq
+
+    theta = p1 / p2
+    if upper:
+        g = lambda r: (p1 - r * p2) + math.hypot(u1 - p1, r * (p2 - l2))  # noqa: E731
+        return brentq(g, theta, 1e6)
+    g = lambda r: (p1 - r * p2) - math.hypot(p1 - l1, r * (u2 - p2))  # noqa: E731
+    return 0.0 if g(0.0) <= 0 else brentq(g, 0.0, theta)
+
+
+@pytest.mark.parametrize(
+    ("k1", "n1", "k2", "n2"),
+    [
+        (0, 10, 2, 13),
+        (3, 25, 20, 40),
+        (1, 25, 40, 40),
+        (25, 25, 1, 40),
+        (9, 10, 1, 3),
+        (0, 5, 7, 7),
+    ],
+)
+def test_mover_ratio_ci_solves_its_defining_equations(k1, n1, k2, n2):
+    from medlens.validation._counts import mover_ratio_ci
+
+    p1, p2 = k1 / n1, k2 / n2
+    (l1, u1), (l2, u2) = _wilson(k1, n1), _wilson(k2, n2)
+    lo, hi = mover_ratio_ci(p1, (l1, u1), p2, (l2, u2))
+    assert lo <= p1 / p2 <= hi and hi < math.inf
+    assert lo == pytest.approx(_mover_root(p1, l1, u1, p2, l2, u2, False), abs=1e-9)
+    assert hi == pytest.approx(_mover_root(p1, l1, u1, p2, l2, u2, True), rel=1e-9)
+    if k1 == 0:
+        assert lo == 0.0 and hi > 0
+
+
+def test_zero_likelihood_ratio_gets_a_mover_interval_not_nan():
+    from medlens.validation._counts import likelihood_ratio_negative, mover_ratio_ci
+
+    y = np.array([1] * 12 + [0] * 20)
+    p = np.array([1] * 12 + [1] * 4 + [0] * 16)  # no false negative: LR- = 0
+    lr = likelihood_ratio_negative(y, p)
+    ref = mover_ratio_ci(0.0, _wilson(0, 12), 16 / 20, _wilson(16, 20))
+    assert lr.estimate == 0.0 and lr.method == "mover-wilson"
+    assert (lr.ci_low, lr.ci_high) == pytest.approx(ref, abs=1e-12)
+    assert lr.ci_low == 0.0 and 0.1 < lr.ci_high < 1.0
+
+
+def test_clustered_likelihood_ratio_at_zero_keeps_a_width(report):
+    from medlens.validation._counts import mover_ratio_ci
+
+    g = report.cohorts["grp"]["perfect"]
+    lrn = g.metrics["lr_negative"]
+    # no positive missed: every bootstrap replicate is 0; MOVER-R on effective n:
+    # 5 positive patients-equivalent (10 cases in 5 patients), 13 negatives
+    assert lrn.estimate == 0.0 and lrn.ci_low == 0.0
+    ref = mover_ratio_ci(0.0, _wilson(0, 5), 1.0, _wilson(13, 13))
+    assert lrn.ci_high == pytest.approx(ref[1], abs=1e-12) and lrn.ci_high > 0.2
+    assert "MOVER-R" in lrn.method and "Donner & Zou" in lrn.note
+    bulk = report.cohorts["grp"]["bulk"].metrics["lr_positive"]  # inside, never narrower
+    assert bulk.ci_low <= bulk.estimate <= bulk.ci_high
+
+
+@pytest.mark.parametrize("clustered", [True, False])
+def test_perfect_f1_keeps_a_width_from_the_jaccard_index(clustered):
+    f = _frame() if clustered else _frame().drop_duplicates("patient_key")
+    g = evaluate(f, plan(columns={"cohorts": ["grp"]})).cohorts["grp"]["perfect"]
+    f1 = g.metrics["f1"]
+    # TP = all positives, FP = FN = 0: J = 1 on m = TP cases (clustered: 10 cases of 5
+    # patients, n_eff 5; unclustered: 5); F1 = 2J/(1+J)
+    lo_j = _wilson(5, 5)[0]
+    assert f1.estimate == 1.0 and f1.ci_high == 1.0
+    assert f1.ci_low == pytest.approx(2 * lo_j / (1 + lo_j), abs=1e-12)
+    assert "Jaccard" in f1.method and "F1 = 2J/(1+J)" in f1.note
+
+
+def test_f1_interval_contains_the_bootstrap_and_the_jaccard_interval(report):
+    g = report.cohorts["grp"]["bulk"]
+    f1 = g.metrics["f1"]
+    c = g.confusion
+    m = c.tp + c.fp + c.fn
+    assert f1.ci_low <= f1.estimate <= f1.ci_high
+    assert f1.estimate == pytest.approx(2 * c.tp / (2 * c.tp + c.fp + c.fn))
+    lo_j, hi_j = _wilson(c.tp, m)  # DEFF >= 1 only widens it
+    assert (
+        f1.ci_low <= 2 * lo_j / (1 + lo_j) + 1e-12 and f1.ci_high >= 2 * hi_j / (1 + hi_j) - 1e-12
+    )
