@@ -21,7 +21,7 @@ from ._cohort_analysis import (
 )
 from ._cohorts import CohortTable
 from ._counts import ConfusionCounts
-from ._groups import OVERALL, boot_method, percentile_ci
+from ._groups import OVERALL, boot_method, percentile_ci, widen_interval
 from ._plan import EVIDENCE_METRICS, AnalysisPlan
 from ._proportions import MetricEstimate
 from ._results import GroupResult
@@ -29,6 +29,12 @@ from ._results import GroupResult
 __all__ = ["ClassGroupResult", "analyse_classes", "class_confusion_matrix", "macro_group"]
 
 NO_MACRO_INTERVAL = "no interval for the macro average: this metric has no bootstrap replicates"
+MACRO_MOVER = "{method}, widened to MOVER over the classes"
+MACRO_MOVER_NOTE = (
+    "interval widened to the MOVER interval of the mean (Zou & Donner 2008) combining the "
+    "{k} classes' own intervals as if independent; the bootstrap interval ({lo}, {hi}) was "
+    "narrower"
+)
 NOT_ONE_HOT = (
     "class_confusion_matrix needs one reference class and one predicted class per case "
     "(one-hot rows); got {bad} case(s) with another number of classes"
@@ -88,7 +94,8 @@ def macro_group(
     boot_method: str,
 ) -> GroupResult:
     """Unweighted mean over classes of every metric; CI from the mean of the per-class
-    bootstrap replicates (all classes are resampled with the same patient weights)."""
+    bootstrap replicates (all classes are resampled with the same patient weights),
+    widened where narrower to the MOVER interval of the classes' own intervals."""
     groups = list(per_class.values())
     k = len(groups)
     metrics: dict[str, MetricEstimate] = {}
@@ -109,7 +116,10 @@ def macro_group(
         if reps is not None and all(key in reps[c] for c in per_class):
             stacked = np.mean([reps[c][key] for c in per_class], axis=0)
             lo, hi, note = percentile_ci(stacked, alpha)
-            metrics[key] = MetricEstimate(est, lo, hi, f"{method}; {boot_method}", note)
+            metrics[key] = _mover_floor(
+                MetricEstimate(est, lo, hi, f"{method}; {boot_method}", note),
+                [g.metrics[key] for g in groups],
+            )
         else:
             metrics[key] = MetricEstimate(est, math.nan, math.nan, method, NO_MACRO_INTERVAL)
     counts = ConfusionCounts(
@@ -135,6 +145,25 @@ def macro_group(
         per_class,
         decision_rule,
     )
+
+
+def _mover_floor(est: MetricEstimate, parts: list[MetricEstimate]) -> MetricEstimate:
+    """The macro interval, at least as wide as the MOVER interval of the mean of the
+    classes' estimates from their own (already widened) intervals:
+    ``mean -/+ sqrt(sum((p_k - l_k)^2)) / K`` and ``sqrt(sum((u_k - p_k)^2)) / K``.
+
+    The bootstrap interval of the mean collapses where every class is at a bound (e.g.
+    macro sensitivity 1.0 gives [1, 1]); the classes' own intervals keep a width there.
+    """
+    bounds = [(m.estimate, m.ci_low, m.ci_high) for m in parts]
+    if not all(math.isfinite(v) for b in bounds for v in b):
+        return est
+    k = len(bounds)
+    lo = est.estimate - math.sqrt(sum((p - low) ** 2 for p, low, _ in bounds)) / k
+    hi = est.estimate + math.sqrt(sum((high - p) ** 2 for p, _, high in bounds)) / k
+    note = MACRO_MOVER_NOTE.format(k=k, lo="{lo}", hi="{hi}")
+    got = widen_interval(est, lo, hi, MACRO_MOVER.format(method=est.method), note)
+    return est if got is None else got
 
 
 def _with_matrix(g: GroupResult, matrix: tuple[tuple[int, ...], ...]) -> ClassGroupResult:

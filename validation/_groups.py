@@ -39,6 +39,7 @@ __all__ = [
     "design_effect",
     "effective_n",
     "group_result",
+    "widen_interval",
     "patients_per_metric",
     "percentile_ci",
 ]
@@ -274,7 +275,7 @@ def _widen_to_effective_n(
             lo="{lo}",
             hi="{hi}",
         )
-        got = _union(est, lo, hi, EFFECTIVE_N_METHOD.format(boot=est.method, ci=ci), note)
+        got = widen_interval(est, lo, hi, EFFECTIVE_N_METHOD.format(boot=est.method, ci=ci), note)
         if got is not None:
             m[key] = got
 
@@ -312,12 +313,12 @@ def _widen_balanced_accuracy(
     lo = max(0.0, est.estimate - 0.5 * math.hypot(se - l1, sp - l2))
     hi = min(1.0, est.estimate + 0.5 * math.hypot(u1 - se, u2 - sp))
     note = MOVER_NOTE.format(ci=ci, method=est.method, lo="{lo}", hi="{hi}")
-    got = _union(est, lo, hi, MOVER_METHOD.format(method=est.method, ci=ci), note)
+    got = widen_interval(est, lo, hi, MOVER_METHOD.format(method=est.method, ci=ci), note)
     if got is not None:
         m["balanced_accuracy"] = got
 
 
-def _union(
+def widen_interval(
     est: MetricEstimate, lo: float, hi: float, method: str, note: str
 ) -> MetricEstimate | None:
     """``est`` with its interval widened to contain (lo, hi), or None when it already
@@ -375,7 +376,7 @@ def _widen_likelihood_ratios(
         note = LR_MOVER_NOTE.format(
             ci=ci, p=p_eff, q=q_eff, method=est.method, lo="{lo}", hi="{hi}"
         )
-        got = _union(est, lo, hi, LR_MOVER_METHOD.format(method=est.method, ci=ci), note)
+        got = widen_interval(est, lo, hi, LR_MOVER_METHOD.format(method=est.method, ci=ci), note)
         if got is not None:
             m[key] = got
 
@@ -407,7 +408,7 @@ def _widen_f1(
     jl, jh = effective_proportion_ci(j, m_eff, method=ci, alpha=alpha)
     lo, hi = 2 * jl / (1 + jl), 2 * jh / (1 + jh)
     note = F1_NOTE.format(ci=ci, m=m_eff, method=est.method, lo="{lo}", hi="{hi}")
-    got = _union(est, lo, hi, F1_METHOD.format(method=est.method, ci=ci), note)
+    got = widen_interval(est, lo, hi, F1_METHOD.format(method=est.method, ci=ci), note)
     if got is not None:
         m["f1"] = got
 

@@ -228,3 +228,21 @@ def test_bad_multiclass_plans():
         )
     with pytest.raises(ConfigError, match="recalibration is for binary"):
         plan(task="multiclass", analysis={"calibration": {"recalibration": "platt"}})
+
+
+def test_macro_interval_keeps_a_width_when_every_class_is_perfect():
+    f, logits = mc_frame()
+    y = np.array([CLASSES.index(v) for v in f["label"]])
+    for j, c in enumerate(CLASSES):  # every case predicted right, confidently
+        f[f"prob_{c}"] = np.where(y == j, 0.9, 0.05)
+    ev = to_evidence(evaluate(f, plan(task="multiclass", classes=CLASSES)))
+    o = ev["overall"]
+    m = o["metrics"]["sensitivity"]
+    parts = [o["per_class"][c]["metrics"]["sensitivity"] for c in CLASSES]
+    assert m["estimate"] == 1.0 and all(p["estimate"] == 1.0 for p in parts)
+    # every bootstrap replicate is 1: the MOVER interval of the mean of the classes' own
+    # (effective-n Wilson) intervals, 1 - sqrt(sum (1 - l_k)^2) / 3
+    lo = 1 - np.sqrt(sum((1 - p["ci_low"]) ** 2 for p in parts)) / 3
+    assert m["ci_low"] == pytest.approx(lo, abs=1e-11) and m["ci_high"] == 1.0
+    assert 0 < 1 - m["ci_low"] < max(1 - p["ci_low"] for p in parts)
+    assert "MOVER over the classes" in m["method"]
