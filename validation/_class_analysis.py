@@ -162,8 +162,7 @@ def _mover_floor(est: MetricEstimate, parts: list[MetricEstimate]) -> MetricEsti
     lo = est.estimate - math.sqrt(sum((p - low) ** 2 for p, low, _ in bounds)) / k
     hi = est.estimate + math.sqrt(sum((high - p) ** 2 for p, _, high in bounds)) / k
     note = MACRO_MOVER_NOTE.format(k=k, lo="{lo}", hi="{hi}")
-    got = widen_interval(est, lo, hi, MACRO_MOVER.format(method=est.method), note)
-    return est if got is None else got
+    return widen_interval(est, lo, hi, MACRO_MOVER.format(method=est.method), note)
 
 
 def _with_matrix(g: GroupResult, matrix: tuple[tuple[int, ...], ...]) -> ClassGroupResult:

@@ -275,9 +275,9 @@ def _widen_to_effective_n(
             lo="{lo}",
             hi="{hi}",
         )
-        got = widen_interval(est, lo, hi, EFFECTIVE_N_METHOD.format(boot=est.method, ci=ci), note)
-        if got is not None:
-            m[key] = got
+        m[key] = widen_interval(
+            est, lo, hi, EFFECTIVE_N_METHOD.format(boot=est.method, ci=ci), note
+        )
 
 
 def _widen_balanced_accuracy(
@@ -313,19 +313,20 @@ def _widen_balanced_accuracy(
     lo = max(0.0, est.estimate - 0.5 * math.hypot(se - l1, sp - l2))
     hi = min(1.0, est.estimate + 0.5 * math.hypot(u1 - se, u2 - sp))
     note = MOVER_NOTE.format(ci=ci, method=est.method, lo="{lo}", hi="{hi}")
-    got = widen_interval(est, lo, hi, MOVER_METHOD.format(method=est.method, ci=ci), note)
-    if got is not None:
-        m["balanced_accuracy"] = got
+    m["balanced_accuracy"] = widen_interval(
+        est, lo, hi, MOVER_METHOD.format(method=est.method, ci=ci), note
+    )
 
 
 def widen_interval(
     est: MetricEstimate, lo: float, hi: float, method: str, note: str
-) -> MetricEstimate | None:
-    """``est`` with its interval widened to contain (lo, hi), or None when it already
-    does; ``note`` is formatted with the old bounds (``lo``, ``hi``)."""
+) -> MetricEstimate:
+    """``est`` with its interval widened to contain (lo, hi) and ``method`` and ``note``
+    (formatted with the old bounds ``lo``, ``hi``) saying so; ``est`` itself when its
+    interval already contains (lo, hi)."""
     blo, bhi = est.ci_low, est.ci_high
     if not (math.isnan(blo) or math.isnan(bhi)) and lo >= blo and hi <= bhi:
-        return None
+        return est
     new_lo = lo if math.isnan(blo) else min(lo, blo)
     new_hi = hi if math.isnan(bhi) else max(hi, bhi)
     note = note.format(lo=f"{blo:.4g}", hi=f"{bhi:.4g}")
@@ -376,9 +377,7 @@ def _widen_likelihood_ratios(
         note = LR_MOVER_NOTE.format(
             ci=ci, p=p_eff, q=q_eff, method=est.method, lo="{lo}", hi="{hi}"
         )
-        got = widen_interval(est, lo, hi, LR_MOVER_METHOD.format(method=est.method, ci=ci), note)
-        if got is not None:
-            m[key] = got
+        m[key] = widen_interval(est, lo, hi, LR_MOVER_METHOD.format(method=est.method, ci=ci), note)
 
 
 def _widen_f1(
@@ -408,9 +407,7 @@ def _widen_f1(
     jl, jh = effective_proportion_ci(j, m_eff, method=ci, alpha=alpha)
     lo, hi = 2 * jl / (1 + jl), 2 * jh / (1 + jh)
     note = F1_NOTE.format(ci=ci, m=m_eff, method=est.method, lo="{lo}", hi="{hi}")
-    got = widen_interval(est, lo, hi, F1_METHOD.format(method=est.method, ci=ci), note)
-    if got is not None:
-        m["f1"] = got
+    m["f1"] = widen_interval(est, lo, hi, F1_METHOD.format(method=est.method, ci=ci), note)
 
 
 def patients_per_metric(yy: np.ndarray, pp: np.ndarray, cc: np.ndarray) -> dict[str, int]:
