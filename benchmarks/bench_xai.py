@@ -247,12 +247,7 @@ def setting(size: int, segments: int, model, dev, args) -> None:
         e(x_hwc[None], max_evals=500, outputs=[t], silent=True)
 
     def gc(cls):
-        def run():
-            cam = getattr(pgc, cls)(model=model, target_layers=[model.features])
-            cam(input_tensor=x, targets=[Target(t)])
-            cam.activations_and_grads.release()
-
-        return run
+        return _grad_cam_ref(pgc, Target, model, x, [t], cls)
 
     cases = {
         "saliency": ({}, lambda: Saliency(model).attribute(x.clone().requires_grad_(), target=tt)),
@@ -379,10 +374,9 @@ def setting(size: int, segments: int, model, dev, args) -> None:
             costs = dl
         limit = n_score * best_f + rest * min(costs.values())
         limit_n = n_score * fwd[1] + rest * min(v for k, v in costs.items() if k <= max(rest, 1))
-        chunk = res.params.get("batch_size_used")
-        layout = {True: "NHWC", False: "NCHW"}.get(res.params.get("channels_last"), "-")
+        chunk, layout = _plan_cells(res)
         print(
-            f"{name:22s} {res.evaluations:6d} {'all' if chunk is None else chunk:>5} "
+            f"{name:22s} {res.evaluations:6d} {chunk:>5} "
             f"{ours:8.4f} {first:8.4f} {limit:8.4f} {ours / limit:8.2f} {ours / limit_n:10.2f} "
             f"{ref_s:8.4f} {ref_s / ours:8.2f} {ref_s / limit:7.2f} {layout:>6s}",
             flush=True,
@@ -412,12 +406,7 @@ def batch_section(model, size: int, dev, args, bwd: dict[int, float]) -> None:
     pgc, Target = _grad_cam_module()
 
     def gc(cls):
-        def run():
-            cam = getattr(pgc, cls)(model=model, target_layers=[model.features])
-            cam(input_tensor=x, targets=[Target(int(k)) for k in tt])
-            cam.activations_and_grads.release()
-
-        return run
+        return _grad_cam_ref(pgc, Target, model, x, tt, cls)
 
     def captum(algo):
         return lambda: algo(model).attribute(x.clone().requires_grad_(), target=tt)
@@ -446,14 +435,31 @@ def batch_section(model, size: int, dev, args, bwd: dict[int, float]) -> None:
         first = once(lambda ex=ex: ex.explain(x))
         res = ex.explain(x)
         ours, ref_s = interleaved([lambda ex=ex: ex.explain(x), refs[name]], args.repeats)
-        chunk = res.params.get("batch_size_used")
-        layout = {True: "NHWC", False: "NCHW"}.get(res.params.get("channels_last"), "-")
+        chunk, layout = _plan_cells(res)
         print(
-            f"{name:22s} {res.evaluations:6d} {'all' if chunk is None else chunk:>5} "
+            f"{name:22s} {res.evaluations:6d} {chunk:>5} "
             f"{ours:8.4f} {first:8.4f} {limit:8.4f} {ours / limit:8.2f} {ref_s:8.4f} "
             f"{ref_s / ours:8.2f} {layout:>6s}",
             flush=True,
         )
+
+
+def _plan_cells(res) -> tuple[str, str]:
+    """The chunk ("all" for one pass) and memory layout a result records."""
+    chunk = res.params.get("batch_size_used")
+    layout = {True: "NHWC", False: "NCHW"}.get(res.params.get("channels_last"), "-")
+    return ("all" if chunk is None else str(chunk)), layout
+
+
+def _grad_cam_ref(pgc, target_cls, model, x, targets, cls: str):
+    """pytorch-grad-cam's ``cls`` on ``model.features`` for the batch ``x``."""
+
+    def run():
+        cam = getattr(pgc, cls)(model=model, target_layers=[model.features])
+        cam(input_tensor=x, targets=[target_cls(int(k)) for k in targets])
+        cam.activations_and_grads.release()
+
+    return run
 
 
 def main() -> None:
