@@ -224,14 +224,14 @@ def _explain_maps(
 ) -> tuple[dict[tuple[str, str], np.ndarray], dict[str, Any]]:
     """Explanation maps (in the scan's geometry) of the gallery cases and their trust cards.
 
-    Each map gets its per-case trust card (:func:`medlens.xai._audit.case_trust_cards`),
-    computed exactly as ``medlens explain --trust`` does: one case at a time, the config's
-    seed and ``model.batch_size`` (no timing-dependent chunk or layout choice, so reruns
-    give the same bytes), the case's anatomy and lesion masks. The cards ride in ``meta`` (``trust``), so
-    they are cached with the maps.
+    Each map gets its per-case trust card (:func:`medlens.xai._audit.result_trust_card`,
+    the function ``medlens explain --trust`` calls): one case at a time, the config's seed
+    and ``model.batch_size`` (no timing-dependent chunk or layout choice, so reruns give the
+    same bytes), the case's anatomy and lesion masks. The cards ride in ``meta``
+    (``trust``), so they are cached with the maps.
     """
     from . import xai
-    from .xai._audit import case_trust_cards
+    from .xai._audit import result_trust_card
     from .xai._trust import trust_label
 
     explainers = {m: xai.get_explainer(m, model.module, head=cfg.model.head) for m in methods}
@@ -250,33 +250,28 @@ def _explain_maps(
     for i, case_id in enumerate(ids):
         paths = dict(masks[i]) if masks is not None else {}
         anatomy, lesion = (
-            None if m is None else m[None]
-            for m in (
-                case_mask(paths.get(c), geometries[i], case=case_id, column=c)
-                for c in ("anatomy_mask", "lesion_mask")
-            )
+            case_mask(paths.get(c), geometries[i], case=case_id, column=c)
+            for c in ("anatomy_mask", "lesion_mask")
         )
         for method, r in results[case_id].items():
             amap = r.maps_original[0][0] if r.maps_original is not None else r.maps[0, 0]
             maps[(case_id, method)] = np.asarray(amap)
-            cards, ev = case_trust_cards(
+            card, ev = result_trust_card(
                 model.module,
                 x[i : i + 1],
-                r.maps[:, 0].astype(np.float64),
-                r.targets[:, 0],
-                case_ids=[case_id],
-                method=method,
+                r,
+                case_id=case_id,
                 head=cfg.model.head,
                 seed=cfg.seed,
                 batch_size=cfg.model.batch_size,
-                anatomy_masks=anatomy,
-                lesion_masks=lesion,
+                anatomy_mask=anatomy,
+                lesion_mask=lesion,
             )
             meta[f"{case_id}\t{method}"] = {
                 "signed": bool(r.signed),
                 "evaluations": int(r.evaluations),
                 "trust_evaluations": int(sum(ev.values())),
-                "trust": {**cards[0].to_dict(), "label": trust_label(cards[0])},
+                "trust": {**card.to_dict(), "label": trust_label(card)},
             }
     return maps, meta
 

@@ -79,6 +79,7 @@ __all__ = [
     "case_outcomes",
     "case_trust_cards",
     "mask_to_input",
+    "result_trust_card",
     "run_audit",
     "stratified_sample",
 ]
@@ -356,6 +357,42 @@ class _Explain:
         )
         self.evaluations += int(r.evaluations)
         return r.maps[:, 0]
+
+
+def result_trust_card(
+    model: nn.Module,
+    image: torch.Tensor,
+    result: Any,
+    *,
+    case_id: str,
+    head: Any = None,
+    seed: int = 0,
+    batch_size: int | None = 64,
+    anatomy_mask: np.ndarray | None = None,
+    lesion_mask: np.ndarray | None = None,
+) -> tuple[TrustCard, dict[str, int]]:
+    """The trust card of a one-image :class:`ExplanationResult` (its first target), as
+    ``medlens explain --trust`` and ``medlens run``'s gallery judge each map: one case at a
+    time, so a card does not depend on which other cases are explained with it.
+
+    ``image`` is the model input of shape (1, C, *spatial); the masks are on the model
+    grid, of shape ``spatial`` (None: the case has no such mask). See
+    :func:`case_trust_cards` for the checks and the evaluations returned.
+    """
+    cards, ev = case_trust_cards(
+        model,
+        image,
+        result.maps[:, 0].astype(np.float64),
+        result.targets[:, 0],
+        case_ids=[case_id],
+        method=result.method,
+        head=head,
+        seed=seed,
+        batch_size=batch_size,
+        anatomy_masks=None if anatomy_mask is None else anatomy_mask[None],
+        lesion_masks=None if lesion_mask is None else lesion_mask[None],
+    )
+    return cards[0], ev
 
 
 def case_trust_cards(

@@ -1,7 +1,7 @@
 """``medlens explain``: why was this scan flagged? Overlays, maps and sidecars per case.
 
 Every overlay says whether its map may be read as evidence. With ``--trust`` each map gets
-the audit's per-case trust card (:func:`medlens.xai._audit.case_trust_cards`: one cascading
+the audit's per-case trust card (:func:`medlens.xai._audit.result_trust_card`: one cascading
 randomisation, the normalised LeRF - MoRF gap, a second seed for stochastic methods and the
 share on the lesion / anatomy mask when the cases have masks); the PNG's trust line under
 the title (``overlay_figure(trust=...)``) then says "trust: passed" (green) or "trust: FAILED
@@ -136,11 +136,6 @@ def trust_title(card: Any) -> str:
     return f"trust: FAILED ({', '.join(failed)})"
 
 
-def _one(masks: list | None, i: int) -> Any:
-    """Case ``i``'s mask as a batch of one, or None when it has none."""
-    return None if masks is None or masks[i] is None else masks[i][None]
-
-
 def _shown(result: Any, scan: Any, k: int | None = None) -> tuple[Any, Any, str | None, Any]:
     """The first target's map and the scan as drawn (original grid; a volume at slice ``k``,
     by default the slice with the most attribution), the slice note and the slice."""
@@ -218,14 +213,13 @@ def _write(result: Any, out: Path, stem: str, scan: Any, card: Any, evaluations:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
 
     from .. import xai
     from .._errors import InputDataError
     from .._pipeline import STATUS_OK, case_masks, load_cases, read_images
     from ..config import load_config
     from ..model import load_model
-    from ..xai._audit import case_trust_cards
+    from ..xai._audit import result_trust_card
 
     cfg = load_config(args.config)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -271,22 +265,18 @@ def run(args: argparse.Namespace) -> int:
         for method, r in results[case].items():
             card, ev = None, {}
             if args.trust:
-                # one case at a time, like the explanation itself: a card does not depend on
-                # which other cases are explained with it
-                cards_, ev = case_trust_cards(
+                card, ev = result_trust_card(
                     model.module,
                     x[i : i + 1],
-                    r.maps[:, 0].astype(np.float64),
-                    r.targets[:, 0],
-                    case_ids=[case],
-                    method=method,
+                    r,
+                    case_id=case,
                     head=cfg.model.head,
                     seed=seed,
                     batch_size=batch_size,
-                    anatomy_masks=_one(anatomy, i),
-                    lesion_masks=_one(lesion, i),
+                    anatomy_mask=None if anatomy is None else anatomy[i],
+                    lesion_mask=None if lesion is None else lesion[i],
                 )
-                card = cards[method] = cards_[0]
+                cards[method] = card
             _write(r, out, f"{case}_{method}", images[i].pixels, card, ev)
             extra = f"  trust_evaluations={sum(ev.values())}" if ev else ""
             print(

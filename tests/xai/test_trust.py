@@ -221,6 +221,33 @@ def test_edge_detector_and_corner_token_maps_are_not_trusted(test_explainers):
     assert "barely changes" in edge.reasons[0]
 
 
+def test_result_trust_card_is_the_one_case_card():
+    from medlens.testing import TinyCNN
+    from medlens.xai import get_explainer
+    from medlens.xai._audit import result_trust_card
+
+    torch.manual_seed(0)
+    model = TinyCNN(in_channels=1, num_outputs=2, width=4, depth=2).eval()
+    x = torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(2))
+    lesion = np.zeros((32, 32), bool)
+    lesion[10:20, 10:20] = True
+    r = get_explainer("saliency", model).explain(x, batch_size=8)
+    card, ev = result_trust_card(model, x, r, case_id="a", seed=3, batch_size=8, lesion_mask=lesion)
+    cards, ev_ref = case_trust_cards(
+        model,
+        x,
+        r.maps[:, 0].astype(np.float64),
+        r.targets[:, 0],
+        case_ids=["a"],
+        method="saliency",
+        seed=3,
+        batch_size=8,
+        lesion_masks=lesion[None],
+    )
+    assert repr(card) == repr(cards[0]) and ev == ev_ref  # repr: NaN fields compare equal
+    assert card.anatomy_region == "lesion"
+
+
 def test_bad_inputs():
     with pytest.raises(InputDataError, match="expected 2"):
         trust_cards(["a", "b"], "saliency", randomisation_spearman=[0.1], faithfulness_gap=[1, 1])
